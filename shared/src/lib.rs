@@ -1,0 +1,9 @@
+//! What both binaries of the migration service need: configuration, Redis key
+//! names and scripts, the datastore model and the migration registry.
+//!
+//! This crate never changes the migration area (that is the worker's engine),
+//! and depends on neither `migration-api` nor `migration-worker`.
+
+pub mod config;
+pub mod datastore;
+pub mod keys;
