@@ -7,3 +7,4 @@
 pub mod config;
 pub mod datastore;
 pub mod keys;
+pub mod migrations;
