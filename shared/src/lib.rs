@@ -8,3 +8,5 @@ pub mod config;
 pub mod datastore;
 pub mod keys;
 pub mod migrations;
+#[cfg(feature = "test-support")]
+pub mod test_support;
