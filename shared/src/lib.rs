@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod datastore;
+pub mod jobs;
 pub mod keys;
 pub mod migrations;
 #[cfg(feature = "test-support")]

@@ -1,0 +1,208 @@
+//! The worker's side: claim the current job under the global lock, renew
+//! the lease, append output, finish or hand back the job, all fenced.
+//!
+//! The lock is the hash `lock` (`job_id`, `worker_id`, `fencing_token`)
+//! whose TTL is the lease. Every claim takes a new token from
+//! `lock:fencing_counter`; every later write by the holder passes its token
+//! and the script refuses it when the lock holds another (or none). So a
+//! worker that lost its lease (paused, partitioned) can never write again,
+//! whatever its own clock believes. The migration area's scripts (the
+//! engine's) check the same field.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionLike;
+use redis::RedisResult;
+
+use super::{scripts, unexpected_reply, JobCommand, MAX_TAKEOVERS};
+use crate::keys::Keys;
+
+/// A job this worker now holds the lock for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    /// The job id.
+    pub job_id: String,
+    /// What to run.
+    pub command: JobCommand,
+    /// Whether to write one line per position.
+    pub verbose: bool,
+    /// This hold's fencing token: pass it to every write.
+    pub fencing_token: u64,
+    /// Takeovers so far (0 for a first or handed-back run).
+    pub attempts: u32,
+    /// Lines in the output stream right after the claim (for [`append_output`]).
+    pub output_lines: u64,
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// No queued or running job.
+    Idle,
+    /// The job runs under another worker's live lease.
+    Busy {
+        /// The running job.
+        job_id: String,
+    },
+    /// The job was accepted by an api with another registry: it was
+    /// finished with an exception naming both fingerprints.
+    Refused {
+        /// The refused job.
+        job_id: String,
+        /// The job's fingerprint.
+        job_fingerprint: String,
+    },
+    /// The job's lease expired after [`MAX_TAKEOVERS`] takeovers: it was
+    /// finished with an exception saying it was abandoned.
+    Abandoned {
+        /// The abandoned job.
+        job_id: String,
+    },
+    /// The job is ours.
+    Claimed(ClaimedJob),
+}
+
+/// A fenced write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// The lock no longer holds our token: we lost the lease; write nothing more.
+    #[error("the lock is no longer held with this fencing token")]
+    Fenced,
+    /// Redis failed; the write may or may not have happened.
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Takes the current job if it is queued, or running with an expired lease
+/// (a takeover); see `job_claim.lua`.
+pub async fn claim<C: ConnectionLike>(
+    conn: &mut C,
+    keys: &Keys,
+    worker_id: &str,
+    fingerprint: &str,
+    lease: Duration,
+) -> RedisResult<ClaimOutcome> {
+    let reply: Vec<String> = scripts::CLAIM
+        .key(keys.current_job())
+        .key(keys.lock())
+        .key(keys.fencing_counter())
+        .arg(keys.base())
+        .arg(worker_id)
+        .arg(fingerprint)
+        .arg(lease.as_millis() as u64)
+        .arg(MAX_TAKEOVERS)
+        .invoke_async(conn)
+        .await?;
+    let parsed = match reply.as_slice() {
+        [kind] if kind == "idle" => Some(ClaimOutcome::Idle),
+        [kind, id] if kind == "busy" => Some(ClaimOutcome::Busy { job_id: id.clone() }),
+        [kind, id] if kind == "abandoned" => Some(ClaimOutcome::Abandoned { job_id: id.clone() }),
+        [kind, id, job_fingerprint] if kind == "refused" => Some(ClaimOutcome::Refused {
+            job_id: id.clone(),
+            job_fingerprint: job_fingerprint.clone(),
+        }),
+        [kind, id, cmd, verbose, token, attempts, lines] if kind == "claimed" => (|| {
+            Some(ClaimOutcome::Claimed(ClaimedJob {
+                job_id: id.clone(),
+                command: JobCommand::parse(cmd)?,
+                verbose: verbose == "1",
+                fencing_token: token.parse().ok()?,
+                attempts: attempts.parse().ok()?,
+                output_lines: lines.parse().ok()?,
+            }))
+        })(),
+        _ => None,
+    };
+    parsed.ok_or_else(|| unexpected_reply("job_claim", &reply))
+}
+
+/// Extends the lease; false when the lock no longer holds `fencing_token`
+/// (the caller must stop at once).
+pub async fn renew<C: ConnectionLike>(
+    conn: &mut C,
+    keys: &Keys,
+    fencing_token: u64,
+    lease: Duration,
+) -> RedisResult<bool> {
+    let renewed: i64 = scripts::RENEW
+        .key(keys.lock())
+        .arg(fencing_token)
+        .arg(lease.as_millis() as u64)
+        .invoke_async(conn)
+        .await?;
+    Ok(renewed == 1)
+}
+
+/// Appends `lines` to the job's output, fenced. `lines_before` is how many
+/// lines the caller knows the stream held before this batch: a retry of a
+/// batch whose reply was lost does not write it twice. Returns the number of
+/// lines in the stream afterwards.
+pub async fn append_output<C: ConnectionLike>(
+    conn: &mut C,
+    keys: &Keys,
+    job_id: &str,
+    fencing_token: u64,
+    lines_before: u64,
+    lines: &[String],
+) -> Result<u64, LeaseError> {
+    let written: i64 = scripts::APPEND_OUTPUT
+        .key(keys.lock())
+        .key(keys.job(job_id))
+        .key(keys.job_output(job_id))
+        .arg(fencing_token)
+        .arg(lines_before)
+        .arg(lines)
+        .invoke_async(conn)
+        .await?;
+    u64::try_from(written).map_err(|_| LeaseError::Fenced)
+}
+
+/// Finishes the job (with `exception` when the command failed) and frees
+/// the lock, fenced; wakes everyone waiting on the output stream.
+pub async fn finish<C: ConnectionLike>(
+    conn: &mut C,
+    keys: &Keys,
+    job_id: &str,
+    fencing_token: u64,
+    exception: Option<&str>,
+) -> Result<(), LeaseError> {
+    let done: i64 = scripts::FINISH
+        .key(keys.lock())
+        .key(keys.job(job_id))
+        .key(keys.job_output(job_id))
+        .arg(fencing_token)
+        .arg(exception.unwrap_or(""))
+        .invoke_async(conn)
+        .await?;
+    if done == 1 {
+        Ok(())
+    } else {
+        Err(LeaseError::Fenced)
+    }
+}
+
+/// Gives the job back to the queue (state `queued`, lock freed, `line`
+/// appended, a worker woken), fenced: used when this worker stops.
+pub async fn hand_back<C: ConnectionLike>(
+    conn: &mut C,
+    keys: &Keys,
+    job_id: &str,
+    fencing_token: u64,
+    line: &str,
+) -> Result<(), LeaseError> {
+    let done: i64 = scripts::HAND_BACK
+        .key(keys.lock())
+        .key(keys.job(job_id))
+        .key(keys.job_output(job_id))
+        .key(keys.job_wakeup())
+        .arg(fencing_token)
+        .arg(line)
+        .arg(job_id)
+        .invoke_async(conn)
+        .await?;
+    if done == 1 {
+        Ok(())
+    } else {
+        Err(LeaseError::Fenced)
+    }
+}

@@ -1,0 +1,30 @@
+//! The Lua scripts of the job queue, the fenced lock, the output stream and
+//! worker presence, embedded from `shared/lua/` and built once.
+//!
+//! `redis::Script` calls EVALSHA and falls back to EVAL (loading the script)
+//! on `NOSCRIPT`, so a restarted or failed-over Redis needs no extra step.
+//! Each script's header comment lists its KEYS/ARGV and its guarantee; the
+//! tests in `super::tests` check each guarantee against a real Redis.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+macro_rules! script {
+    ($name:ident, $file:literal) => {
+        #[doc = concat!("`shared/lua/", $file, "`.")]
+        pub(crate) static $name: LazyLock<Script> =
+            LazyLock::new(|| Script::new(include_str!(concat!("../../lua/", $file))));
+    };
+}
+
+script!(ENQUEUE, "job_enqueue.lua");
+script!(CURRENT, "job_current.lua");
+script!(MARK_READ, "job_mark_read.lua");
+script!(CLAIM, "job_claim.lua");
+script!(RENEW, "lock_renew.lua");
+script!(APPEND_OUTPUT, "output_append.lua");
+script!(FINISH, "job_finish.lua");
+script!(HAND_BACK, "job_hand_back.lua");
+script!(WORKERS_HEARTBEAT, "job_workers_heartbeat.lua");
+script!(WORKERS_LIVE, "job_workers_live.lua");
