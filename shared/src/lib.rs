@@ -9,5 +9,9 @@ pub mod datastore;
 pub mod jobs;
 pub mod keys;
 pub mod migrations;
+pub mod presence;
+pub mod redis_client;
+pub mod scripts;
+pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod test_support;
