@@ -25,7 +25,6 @@ use std::fmt;
 pub use lock::{claim, ClaimOutcome, ClaimedJob, LeaseError};
 pub use output::{format_output, read_output, wait_until_finished};
 pub use queue::{current_job, enqueue, job, mark_result_read, EnqueueOutcome};
-pub use workers::live_worker_count;
 
 /// SPEC 4.2, exact: a job is queued or running.
 pub const RUNNING_MESSAGE: &str = "Migration is running, only 'progress' command is allowed";

@@ -62,24 +62,19 @@ pub fn format_output(lines: &[String]) -> String {
 
 /// Waits up to `timeout` for job `job_id` to finish; true when it has.
 ///
-/// Blocks with `XREAD BLOCK` on the job's output stream, on a connection of
-/// its own (a blocking command would stall every other request pipelined on
-/// a shared multiplexed connection). Every new entry wakes it to look at the
+/// Blocks with `XREAD BLOCK` on the job's output stream. `conn` must be a
+/// connection of its own ([`crate::redis_client::dedicated_connection`]): a
+/// blocking command would stall every other request pipelined on a shared
+/// multiplexed connection. Every new entry wakes it to look at the
 /// state again; the finish script appends a control entry, so the finish is
 /// seen at once. False also when the job no longer exists.
-pub async fn wait_until_finished(
-    client: &redis::Client,
+pub async fn wait_until_finished<C: ConnectionLike>(
+    conn: &mut C,
     keys: &Keys,
     job_id: &str,
     timeout: Duration,
 ) -> RedisResult<bool> {
     let deadline = Instant::now() + timeout;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_response_timeout(Some(timeout + Duration::from_secs(2)));
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
     let job = keys.job(job_id);
     let stream = keys.job_output(job_id);
     loop {
@@ -94,7 +89,7 @@ pub async fn wait_until_finished(
             .arg("-")
             .arg("COUNT")
             .arg(1)
-            .query_async(&mut conn)
+            .query_async(conn)
             .await?;
         match state.as_deref() {
             Some("finished") => return Ok(true),
@@ -120,7 +115,7 @@ pub async fn wait_until_finished(
             .arg("STREAMS")
             .arg(&stream)
             .arg(last_id)
-            .query_async(&mut conn)
+            .query_async(conn)
             .await?;
     }
 }

@@ -27,4 +27,3 @@ script!(APPEND_OUTPUT, "output_append.lua");
 script!(FINISH, "job_finish.lua");
 script!(HAND_BACK, "job_hand_back.lua");
 script!(WORKERS_HEARTBEAT, "job_workers_heartbeat.lua");
-script!(WORKERS_LIVE, "job_workers_live.lua");

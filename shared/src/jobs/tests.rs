@@ -9,6 +9,7 @@ use super::lock::{append_output, finish, hand_back, renew, LeaseError};
 use super::workers::{heartbeat, leave};
 use super::*;
 use crate::keys::Keys;
+use crate::presence::live_worker_count;
 use crate::test_support::RedisServer;
 
 const LEASE: Duration = Duration::from_millis(10_000);
@@ -392,23 +393,25 @@ async fn finish_is_fenced_frees_the_lock_and_wakes_waiters() {
         JobState::Running
     );
 
-    let client = redis::Client::open(server.url()).unwrap();
+    let url = server.url();
+    let mut dedicated = crate::redis_client::dedicated_connection(&url)
+        .await
+        .unwrap();
     // not finished: the wait times out
     let started = Instant::now();
     assert!(
-        !wait_until_finished(&client, &keys, &id, Duration::from_millis(150))
+        !wait_until_finished(&mut dedicated, &keys, &id, Duration::from_millis(150))
             .await
             .unwrap()
     );
     assert!(started.elapsed() >= Duration::from_millis(150));
     // finished while waiting: the waiter returns at once, not at its timeout
     let waiter = {
-        let client = client.clone();
         let keys = keys.clone();
         let id = id.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let finished = wait_until_finished(&client, &keys, &id, Duration::from_secs(10))
+            let finished = wait_until_finished(&mut dedicated, &keys, &id, Duration::from_secs(10))
                 .await
                 .unwrap();
             (finished, started.elapsed())
@@ -447,8 +450,11 @@ async fn finish_is_fenced_frees_the_lock_and_wakes_waiters() {
     // the control entry is not an output line
     let lines = read_output(&mut conn, &keys, &id).await.unwrap();
     assert_eq!(lines.last().map(String::as_str), Some("x"));
+    let mut dedicated = crate::redis_client::dedicated_connection(&url)
+        .await
+        .unwrap();
     assert!(
-        wait_until_finished(&client, &keys, &id, Duration::from_millis(10))
+        wait_until_finished(&mut dedicated, &keys, &id, Duration::from_millis(10))
             .await
             .unwrap()
     );

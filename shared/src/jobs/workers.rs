@@ -1,6 +1,7 @@
 //! Worker presence: the sorted set `workers` (worker id -> expiry in ms,
 //! by Redis's clock). Each worker refreshes its entry in a heartbeat task;
-//! `/health` reports how many entries have not expired.
+//! `/health` reports how many entries have not expired
+//! ([`crate::presence::live_worker_count`]).
 //!
 //! Presence is informational (health, operators): correctness never depends
 //! on it; the lock's lease alone decides who may run a job.
@@ -39,13 +40,5 @@ pub async fn leave<C: ConnectionLike>(
         .arg(keys.workers())
         .arg(worker_id)
         .query_async(conn)
-        .await
-}
-
-/// The number of workers whose presence has not expired (for `/health`).
-pub async fn live_worker_count<C: ConnectionLike>(conn: &mut C, keys: &Keys) -> RedisResult<u64> {
-    scripts::WORKERS_LIVE
-        .key(keys.workers())
-        .invoke_async(conn)
         .await
 }
