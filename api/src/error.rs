@@ -8,6 +8,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use migration_shared::datastore::{DatastoreError, WriteError};
+
+use crate::routes::migrations::MigrationRouteError;
 use serde_json::json;
 
 /// A request that could not be handled.
@@ -97,6 +99,15 @@ impl From<WriteError> for ApiError {
             WriteError::Invalid(message) => ApiError::BadRequest(message),
             WriteError::Finalizing | WriteError::Busy => ApiError::Unavailable(err.to_string()),
             WriteError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<MigrationRouteError> for ApiError {
+    fn from(err: MigrationRouteError) -> Self {
+        match err {
+            MigrationRouteError::Redis(err) => err.into(),
+            other => ApiError::BadRequest(other.to_string()),
         }
     }
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::require_internal_auth;
-use crate::routes::{health, reader, writer, MAX_BODY_BYTES};
+use crate::routes::{health, migrations, reader, writer, MAX_BODY_BYTES};
 use crate::state::AppState;
 
 /// Builds the registry from `MIGRATIONS_FILE` (or the compiled-in one).
@@ -29,6 +29,8 @@ pub fn router(state: AppState) -> Router {
         .route("/internal/datastore/writer/write", post(writer::write))
         .route("/internal/datastore/reader/get", post(reader::get))
         .route("/internal/datastore/reader/get_all", post(reader::get_all))
+        .route("/internal/migrations", post(migrations::migrations))
+        .route("/internal/migrations/", post(migrations::migrations))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_internal_auth,

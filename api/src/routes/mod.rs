@@ -3,6 +3,7 @@
 //! body gets the same `{"success": false, "message"}` answer.
 
 pub mod health;
+pub mod migrations;
 pub mod reader;
 pub mod writer;
 
