@@ -572,6 +572,113 @@ mod tests {
         assert_eq!(run(ops, input.clone()).unwrap(), events(input));
     }
 
+    /// Turns raw numbers into a valid history of one-event positions on
+    /// `motion/1..3`, with `title`/`text`/`legacy` scalars and a `tag_ids`
+    /// list.
+    fn history(actions: &[(u8, u8, u8, u8)]) -> Vec<Vec<Event>> {
+        let mut models = Models::new();
+        let mut positions = Vec::new();
+        for &(kind, id, a, b) in actions {
+            let fqid = Fqid::new("motion", u64::from(id % 3) + 1).unwrap();
+            let scalars = |bits: u8| {
+                let mut fields = Fields::new();
+                for (bit, name) in [(1, "title"), (2, "text"), (4, "legacy")] {
+                    if bits & bit != 0 {
+                        fields.insert(name.into(), json!(format!("{name}{b}")));
+                    }
+                }
+                if fields.is_empty() {
+                    fields.insert("title".into(), json!(b));
+                }
+                fields
+            };
+            let event = match models.get(&fqid) {
+                None => {
+                    let mut fields = scalars(a);
+                    if a & 8 != 0 {
+                        fields.insert("tag_ids".into(), json!([b % 3]));
+                    }
+                    Event::Create { fqid, fields }
+                }
+                Some(model) if model.deleted => Event::Restore { fqid },
+                Some(_) => match kind % 5 {
+                    0 => Event::Update {
+                        fqid,
+                        fields: scalars(a),
+                    },
+                    1 => Event::Deletefields {
+                        fqid,
+                        fields: ["title", "text", "legacy", "tag_ids"]
+                            .iter()
+                            .enumerate()
+                            .filter(|(bit, _)| a & (1 << bit) != 0)
+                            .map(|(_, name)| name.to_string())
+                            .chain(std::iter::once("legacy".to_string()))
+                            .collect::<std::collections::BTreeSet<_>>()
+                            .into_iter()
+                            .collect(),
+                    },
+                    2 => {
+                        let mut add = ListValues::new();
+                        add.insert("tag_ids".into(), vec![json!(b % 4)]);
+                        let mut remove = ListValues::new();
+                        remove.insert("tag_ids".into(), vec![json!(a % 4)]);
+                        Event::Listfields { fqid, add, remove }
+                    }
+                    3 => Event::Delete { fqid },
+                    _ => Event::Update {
+                        fqid,
+                        fields: scalars(4),
+                    },
+                },
+            };
+            let position = positions.len() as u64 + 1;
+            crate::datastore::apply_event(&mut models, &event, position).unwrap();
+            positions.push(vec![event]);
+        }
+        positions
+    }
+
+    proptest::proptest! {
+        /// Migrating the events and then projecting them gives the models
+        /// that projecting the old events and then renaming/removing the
+        /// models' fields gives: the ops mean the same on events as on data.
+        #[test]
+        fn ops_on_events_match_ops_on_models(
+            actions in proptest::collection::vec(proptest::prelude::any::<(u8, u8, u8, u8)>(), 0..40)
+        ) {
+            let positions = history(&actions);
+            let registry = Registry::new(vec![Arc::new(DeclarativeMigration::new(
+                "0002_reshape",
+                vec![
+                    rename("title", "name"),
+                    rename("tag_ids", "label_ids"),
+                    Op::RemoveFields {
+                        collection: "motion".into(),
+                        fields: vec!["legacy".into()],
+                    },
+                ],
+            ))]);
+            let migrated = crate::migrations::examples::migrate_in_memory(&registry, 1, &positions)
+                .unwrap();
+            let unmigrated = crate::migrations::examples::migrate_in_memory(&Registry::default(), 1, &positions)
+                .unwrap();
+            proptest::prop_assert_eq!(migrated.models.len(), unmigrated.models.len());
+            for (fqid, model) in &unmigrated.models {
+                let mut expected = model.fields.clone();
+                rename_key(&mut expected, "title", "name");
+                rename_key(&mut expected, "tag_ids", "label_ids");
+                expected.remove("legacy");
+                let actual = &migrated.models[fqid];
+                proptest::prop_assert_eq!(&actual.fields, &expected);
+                proptest::prop_assert_eq!(actual.deleted, model.deleted);
+            }
+            for events in &migrated.positions {
+                proptest::prop_assert!(events.iter().all(|event| !event.is_empty()));
+            }
+        }
+    }
+
     #[test]
     fn fingerprint_source_is_canonical() {
         let a = DeclarativeMigration::new(

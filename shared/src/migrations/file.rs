@@ -699,6 +699,16 @@ mod tests {
         // A directory is unreadable as a file too.
         let error = load(dir.path()).unwrap_err();
         assert!(matches!(error, RegistryError::Unreadable { .. }), "{error}");
+        // So is a file that is not UTF-8 (JSON text always is).
+        let latin1 = dir.path().join("latin1.json");
+        std::fs::write(
+            &latin1,
+            b"{\"migrations\": [{\"name\": \"caf\xe9\", \"ops\": []}]}",
+        )
+        .unwrap();
+        let error = load(&latin1).unwrap_err();
+        assert!(matches!(error, RegistryError::Unreadable { .. }), "{error}");
+        assert!(error.to_string().contains("UTF-8"), "{error}");
     }
 
     #[test]
