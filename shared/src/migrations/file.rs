@@ -60,6 +60,16 @@ pub enum RegistryError {
     InvalidBuiltin(Box<DefinitionError>),
 }
 
+/// So that the binaries report a bad registry like any other bad setting:
+/// `Registry::load(config.migrations_file.as_deref()).map_err(ConfigError::from)`
+/// then [`crate::config::exit_with_config_error`] prints
+/// `configuration error: MIGRATIONS_FILE: <error>` and exits with code 2.
+impl From<RegistryError> for crate::config::ConfigError {
+    fn from(error: RegistryError) -> Self {
+        crate::config::ConfigError::new("MIGRATIONS_FILE", error.to_string())
+    }
+}
+
 /// A problem in a migrations definition and where it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{location}: {problem}")]
@@ -134,10 +144,10 @@ impl fmt::Display for Location {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
     /// A value has the wrong JSON type.
-    #[error("\"{key}\" must be {expected}, found {found}")]
+    #[error("{what} must be {expected}, found {found}")]
     WrongType {
-        /// The key (or `the file` for the top level).
-        key: String,
+        /// The quoted key (`"ops"`), or `the file`, `the migration`, `the op`.
+        what: String,
         /// The expected type, with its article (`an array`).
         expected: &'static str,
         /// The JSON type found, with its article.
@@ -248,6 +258,9 @@ pub(crate) fn load(path: &Path) -> Result<Registry, RegistryError> {
 
 /// Parses the text of a `MIGRATIONS_FILE`; `path` only names it in errors.
 pub(crate) fn parse(path: &Path, text: &str) -> Result<Registry, RegistryError> {
+    // Editors on Windows like to start UTF-8 files with a byte order mark,
+    // which JSON parsers refuse; it carries no meaning, so skip it.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let StrictValue(root) =
         serde_json::from_str(text).map_err(|source| RegistryError::InvalidJson {
             path: path.to_path_buf(),
@@ -286,7 +299,8 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Registry, RegistryError> 
 
 fn parse_migration(index: usize, entry: &Value) -> Result<(String, Vec<Op>), (Location, Problem)> {
     let mut location = Location::Migration { index, name: None };
-    let fields = object(entry, "migration", MIGRATION_KEYS).map_err(|p| (location.clone(), p))?;
+    let fields =
+        object(entry, "the migration", MIGRATION_KEYS).map_err(|p| (location.clone(), p))?;
     let name = string(required(fields, "name"), "name").map_err(|p| (location.clone(), p))?;
     check_name(name).map_err(|p| (location.clone(), p))?;
     location = Location::Migration {
@@ -333,7 +347,7 @@ fn parse_op(value: &Value) -> Result<Op, (Option<String>, Problem)> {
     let no_kind = |problem| (None, problem);
     let fields = match value {
         Value::Object(fields) => fields,
-        other => return Err(no_kind(wrong_type("op", "an object", other))),
+        other => return Err(no_kind(wrong_shape("the op", "an object", other))),
     };
     let kind = string(required(fields, "op"), "op").map_err(no_kind)?;
     let expected: &[&str] = match kind {
@@ -451,10 +465,10 @@ fn field_list(value: Result<&Value, Problem>) -> Result<Vec<String>, Problem> {
     Ok(names)
 }
 
-/// `value` as an object that has no keys but `expected`.
+/// `value` (described as `what`) as an object that has no keys but `expected`.
 fn object<'a>(
     value: &'a Value,
-    key: &str,
+    what: &str,
     expected: &[&str],
 ) -> Result<&'a Map<String, Value>, Problem> {
     match value {
@@ -462,7 +476,7 @@ fn object<'a>(
             check_keys(fields, expected)?;
             Ok(fields)
         }
-        other => Err(wrong_type(key, "an object", other)),
+        other => Err(wrong_shape(what, "an object", other)),
     }
 }
 
@@ -493,7 +507,13 @@ fn string<'a>(value: Result<&'a Value, Problem>, key: &str) -> Result<&'a str, P
     }
 }
 
+/// The value of `key` has the wrong type.
 fn wrong_type(key: &str, expected: &'static str, found: &Value) -> Problem {
+    wrong_shape(&format!("\"{key}\""), expected, found)
+}
+
+/// `what` (a described value, e.g. `the op`) has the wrong type.
+fn wrong_shape(what: &str, expected: &'static str, found: &Value) -> Problem {
     let found = match found {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -503,7 +523,7 @@ fn wrong_type(key: &str, expected: &'static str, found: &Value) -> Problem {
         Value::Object(_) => "an object",
     };
     Problem::WrongType {
-        key: key.to_string(),
+        what: what.to_string(),
         expected,
         found,
     }
@@ -676,6 +696,26 @@ mod tests {
     }
 
     #[test]
+    fn converts_into_a_config_error_naming_the_variable() {
+        let error = parse(path(), "[]").unwrap_err();
+        let config_error = crate::config::ConfigError::from(error);
+        assert_eq!(
+            config_error.to_string(),
+            "MIGRATIONS_FILE: /etc/migrations.json: top level: the file must be an object, found an array"
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let registry = parse(
+            path(),
+            "\u{feff}{\"migrations\": [{\"name\": \"a\", \"ops\": []}]}",
+        )
+        .unwrap();
+        assert_eq!(registry.target_migration_index(), 2);
+    }
+
+    #[test]
     fn empty_list_and_empty_ops_are_valid() {
         let registry = parse_value(json!({"migrations": []})).unwrap();
         assert_eq!(registry.target_migration_index(), 1);
@@ -759,7 +799,7 @@ mod tests {
             (
                 Location::TopLevel,
                 Problem::WrongType {
-                    key: "the file".into(),
+                    what: "the file".into(),
                     expected: "an object",
                     found: "an array"
                 }
@@ -793,7 +833,7 @@ mod tests {
             (
                 json!("x"),
                 at(1, None),
-                wrong("migration", "an object", "a string"),
+                shape("the migration", "an object", "a string"),
             ),
             (
                 json!({"ops": []}),
@@ -869,8 +909,12 @@ mod tests {
     }
 
     fn wrong(key: &str, expected: &'static str, found: &'static str) -> Problem {
+        shape(&format!("\"{key}\""), expected, found)
+    }
+
+    fn shape(what: &str, expected: &'static str, found: &'static str) -> Problem {
         Problem::WrongType {
-            key: key.into(),
+            what: what.into(),
             expected,
             found,
         }
@@ -881,7 +925,7 @@ mod tests {
         let rename = |collection: Value, old: Value, new: Value| json!({"op": "rename_field", "collection": collection, "old": old, "new": new});
         let kind = Some("rename_field");
         let cases = [
-            (json!(1), None, wrong("op", "an object", "a number")),
+            (json!(1), None, shape("the op", "an object", "a number")),
             (
                 json!({"collection": "motion"}),
                 None,
