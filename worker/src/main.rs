@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use migration_shared::config::Config;
+use migration_shared::config::{exit_with_config_error, Config, ConfigError};
 use migration_shared::migrations::Registry;
 use migration_worker::runner::{self, WorkerSettings};
 use tokio_util::sync::CancellationToken;
@@ -13,8 +13,11 @@ use tokio_util::sync::CancellationToken;
 async fn main() {
     let config = Config::from_args_or_exit();
     migration_shared::telemetry::init(&config);
-    let registry = Arc::new(load_registry(&config));
-    let fingerprint = migration_shared::jobs::registry_fingerprint(&registry);
+    let registry = Registry::load(config.migrations_file.as_deref())
+        .map_err(ConfigError::from)
+        .unwrap_or_else(|err| exit_with_config_error(&err));
+    let fingerprint = registry.fingerprint();
+    let registry = Arc::new(registry);
     let settings = WorkerSettings::new(&config, registry, fingerprint);
 
     let shutdown = CancellationToken::new();
@@ -23,13 +26,6 @@ async fn main() {
         eprintln!("{err}");
         std::process::exit(2);
     }
-}
-
-// STAND-IN until the registry helper's `Registry::load` and
-// `Registry::fingerprint` are merged.
-fn load_registry(config: &Config) -> Registry {
-    let _ = &config.migrations_file;
-    Registry::default()
 }
 
 /// Cancels `shutdown` at the first SIGTERM or SIGINT.

@@ -142,7 +142,7 @@ async fn run_command(
     verbose: bool,
 ) -> Result<Value, MigrationRouteError> {
     let mut conn = state.redis.clone();
-    let fingerprint = jobs::registry_fingerprint(&state.registry);
+    let fingerprint = state.registry.fingerprint();
     let job_id = match jobs::enqueue(&mut conn, &state.keys, command, verbose, &fingerprint).await?
     {
         EnqueueOutcome::Accepted { job_id } => job_id,

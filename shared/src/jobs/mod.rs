@@ -175,19 +175,6 @@ impl JobRecord {
     }
 }
 
-/// STAND-IN for `Registry::fingerprint` (registry helper) until it is
-/// merged: what the api stamps on a job and the worker compares.
-pub fn registry_fingerprint(registry: &crate::migrations::Registry) -> String {
-    let mut hasher = sha1_smol::Sha1::new();
-    for migration in registry.migrations() {
-        hasher.update(migration.name().as_bytes());
-        hasher.update(b"\n");
-        hasher.update(migration.fingerprint_source().as_bytes());
-        hasher.update(b"\n");
-    }
-    hasher.digest().to_string()
-}
-
 /// Job keys built inside scripts follow `{base}job:{id}`; this keeps them in
 /// step with [`crate::keys::Keys`] (checked by a test).
 #[cfg(test)]
