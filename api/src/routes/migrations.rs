@@ -109,17 +109,32 @@ pub async fn migrations(
 ) -> Result<Json<Value>, ApiError> {
     let request = MigrationRequest::parse(body)?;
     let answer = match request {
-        MigrationRequest::Stats => {
-            let mut conn = state.redis.clone();
-            let stats = read_stats(&mut conn, &state.keys, &state.registry)
-                .await
-                .map_err(MigrationRouteError::from)?;
-            json!({"success": true, "stats": stats})
-        }
+        MigrationRequest::Stats => stats(&state).await?,
         MigrationRequest::Progress => progress(&state).await?,
         MigrationRequest::Run { command, verbose } => run_command(&state, command, verbose).await?,
     };
     Ok(Json(answer))
+}
+
+/// `stats`: refused like every command but `progress` while a job is
+/// queued or running, or its result is unread (SPEC 4.2). Only reads, so the
+/// check needs no script: a job accepted right after it changes nothing
+/// `stats` could break.
+async fn stats(state: &AppState) -> Result<Value, MigrationRouteError> {
+    let mut conn = state.redis.clone();
+    if let Some(job) = jobs::current_job(&mut conn, &state.keys).await? {
+        match job.state {
+            JobState::Queued | JobState::Running => {
+                return Err(MigrationRouteError::MigrationRunning)
+            }
+            JobState::Finished if !job.result_read => {
+                return Err(MigrationRouteError::OutputNotRead)
+            }
+            JobState::Finished => {}
+        }
+    }
+    let stats = read_stats(&mut conn, &state.keys, &state.registry).await?;
+    Ok(json!({"success": true, "stats": stats}))
 }
 
 /// `progress`: the current job's output so far, or its final result, or the
