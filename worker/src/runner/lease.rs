@@ -4,8 +4,9 @@
 //! Every third of the lease it renews the lock through `lock_renew.lua`,
 //! which extends it only while the lock still holds our fencing token. The
 //! job's work is cancelled at once when a renewal is refused (someone took
-//! the job over), or when no renewal has succeeded for two thirds of a lease
-//! (Redis unreachable: by then the lock may expire before we could know).
+//! the job over), or when no renewal has succeeded for three quarters of a
+//! lease (Redis unreachable: soon the lock expires and someone else may take
+//! the job).
 //! The fencing check in every write stops a late writer anyway; cancelling
 //! only stops it from trying.
 
@@ -29,7 +30,7 @@ pub(super) async fn keep_renewed(
     lost: CancellationToken,
 ) {
     let interval = lease / 3;
-    let give_up_after = lease * 2 / 3;
+    let give_up_after = lease * 3 / 4;
     // The lock expires no earlier than `lease` after the last renewal was
     // *sent* (Redis executes it later), so that is the safe reference.
     let mut last_renewed = held_since;
@@ -39,11 +40,12 @@ pub(super) async fn keep_renewed(
             _ = tokio::time::sleep(interval) => {}
         }
         let sent_at = Instant::now();
-        let renewal = tokio::time::timeout(
-            interval,
-            lock::renew(&mut conn, &keys, fencing_token, lease),
-        )
-        .await;
+        // A renewal that hangs must not carry us past the point of giving up.
+        let budget = interval
+            .min((last_renewed + give_up_after).saturating_duration_since(sent_at))
+            .max(Duration::from_millis(1));
+        let renewal =
+            tokio::time::timeout(budget, lock::renew(&mut conn, &keys, fencing_token, lease)).await;
         match renewal {
             Ok(Ok(true)) => last_renewed = sent_at,
             Ok(Ok(false)) => {

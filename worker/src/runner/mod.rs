@@ -19,6 +19,8 @@ mod job;
 mod lease;
 mod presence;
 pub mod sink;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,176 @@
+//! The runner's parts against a private real Redis: the output sink keeps
+//! order and stops when fenced; lease renewal keeps the lock and reports a
+//! lost one at once.
+
+use std::time::Duration;
+
+use migration_shared::jobs::{self, lock, ClaimOutcome, ClaimedJob, JobCommand};
+use migration_shared::keys::Keys;
+use migration_shared::test_support::RedisServer;
+use redis::aio::ConnectionManager;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::lease::keep_renewed;
+use super::sink::{RedisOutputSink, SinkOutcome};
+use crate::engine::{EngineError, OutputSink};
+
+async fn claimed_job(lease: Duration) -> (RedisServer, ConnectionManager, Keys, ClaimedJob) {
+    let server = RedisServer::start();
+    let mut conn = server.connection_manager().await;
+    let keys = Keys::new("r");
+    jobs::enqueue(&mut conn, &keys, JobCommand::Migrate, false, "fp")
+        .await
+        .unwrap();
+    let job = match jobs::claim(&mut conn, &keys, "w1", "fp", lease)
+        .await
+        .unwrap()
+    {
+        ClaimOutcome::Claimed(job) => job,
+        other => panic!("{other:?}"),
+    };
+    (server, conn, keys, job)
+}
+
+#[tokio::test]
+async fn the_sink_writes_every_line_in_order() {
+    let (_server, mut conn, keys, job) = claimed_job(Duration::from_secs(10)).await;
+    let mut sink = RedisOutputSink::start(
+        conn.clone(),
+        keys.clone(),
+        job.job_id.clone(),
+        job.fencing_token,
+        job.output_lines,
+        CancellationToken::new(),
+    );
+    for i in 0..2000 {
+        sink.line(format!("line {i}")).await.unwrap();
+    }
+    assert_eq!(sink.close().await, SinkOutcome::Written);
+    let lines = jobs::read_output(&mut conn, &keys, &job.job_id)
+        .await
+        .unwrap();
+    let expected: Vec<String> = (0..2000).map(|i| format!("line {i}")).collect();
+    assert_eq!(&lines[job.output_lines as usize..], expected.as_slice());
+}
+
+#[tokio::test]
+async fn the_sink_stops_writing_once_fenced() {
+    let (_server, mut conn, keys, job) = claimed_job(Duration::from_millis(100)).await;
+    let mut sink = RedisOutputSink::start(
+        conn.clone(),
+        keys.clone(),
+        job.job_id.clone(),
+        job.fencing_token,
+        job.output_lines,
+        CancellationToken::new(),
+    );
+    sink.line("before".into()).await.unwrap();
+    // the lease expires and another worker takes the job over
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let other = jobs::claim(&mut conn, &keys, "w2", "fp", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(matches!(other, ClaimOutcome::Claimed(_)), "{other:?}");
+    let mut refused = false;
+    for i in 0..100 {
+        if let Err(EngineError::Fenced) = sink.line(format!("late {i}")).await {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(refused, "the sink never reported the fence");
+    assert_eq!(sink.close().await, SinkOutcome::Fenced);
+    let lines = jobs::read_output(&mut conn, &keys, &job.job_id)
+        .await
+        .unwrap();
+    assert!(lines.contains(&"before".to_string()));
+    assert!(
+        !lines.iter().any(|line| line.starts_with("late")),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn renewal_keeps_the_lease_alive_past_its_ttl() {
+    let lease = Duration::from_millis(300);
+    let (_server, mut conn, keys, job) = claimed_job(lease).await;
+    let (done, lost) = (CancellationToken::new(), CancellationToken::new());
+    let task = tokio::spawn(keep_renewed(
+        conn.clone(),
+        keys.clone(),
+        job.fencing_token,
+        lease,
+        Instant::now(),
+        done.clone(),
+        lost.clone(),
+    ));
+    tokio::time::sleep(lease * 4).await;
+    assert!(!lost.is_cancelled());
+    let holder: Option<u64> = redis::cmd("HGET")
+        .arg(keys.lock())
+        .arg("fencing_token")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(holder, Some(job.fencing_token));
+    done.cancel();
+    task.await.unwrap();
+    lock::finish(&mut conn, &keys, &job.job_id, job.fencing_token, None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_lost_lease_is_reported_within_a_renewal_interval() {
+    let lease = Duration::from_millis(600);
+    let (_server, mut conn, keys, job) = claimed_job(lease).await;
+    let (done, lost) = (CancellationToken::new(), CancellationToken::new());
+    let task = tokio::spawn(keep_renewed(
+        conn.clone(),
+        keys.clone(),
+        job.fencing_token,
+        lease,
+        Instant::now(),
+        done,
+        lost.clone(),
+    ));
+    // someone else's token in the lock (as after a takeover)
+    redis::cmd("HSET")
+        .arg(keys.lock())
+        .arg("fencing_token")
+        .arg(job.fencing_token + 1)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    tokio::time::timeout(lease, lost.cancelled())
+        .await
+        .expect("the lost lease was not reported");
+    assert!(started.elapsed() <= lease / 3 + Duration::from_millis(100));
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn silent_redis_for_most_of_a_lease_counts_as_lost() {
+    let lease = Duration::from_millis(600);
+    let (mut server, conn, keys, job) = claimed_job(lease).await;
+    let (done, lost) = (CancellationToken::new(), CancellationToken::new());
+    let task = tokio::spawn(keep_renewed(
+        conn,
+        keys,
+        job.fencing_token,
+        lease,
+        Instant::now(),
+        done,
+        lost.clone(),
+    ));
+    server.stop();
+    let started = Instant::now();
+    tokio::time::timeout(lease * 2, lost.cancelled())
+        .await
+        .expect("an unreachable Redis never stopped the job");
+    assert!(started.elapsed() <= lease, "{:?}", started.elapsed());
+    task.await.unwrap();
+}
