@@ -27,6 +27,7 @@ pub struct TestClusterBuilder {
     apis: usize,
     workers: usize,
     password: Option<Vec<u8>>,
+    migrations: Option<String>,
     configure: Vec<Box<dyn FnOnce(ServiceOptions) -> ServiceOptions>>,
 }
 
@@ -46,6 +47,13 @@ impl TestClusterBuilder {
     /// The content of the password file (default: a random password).
     pub fn password(mut self, password: impl AsRef<[u8]>) -> Self {
         self.password = Some(password.as_ref().to_vec());
+        self
+    }
+
+    /// Writes `json` to `migrations.json` in the cluster's temp dir and sets
+    /// `MIGRATIONS_FILE` to it (SPEC section 6).
+    pub fn migrations(mut self, json: impl Into<String>) -> Self {
+        self.migrations = Some(json.into());
         self
     }
 
@@ -75,6 +83,11 @@ impl TestClusterBuilder {
         let mut options = ServiceOptions::new(redis.url())
             .key_prefix(DEFAULT_TEST_PREFIX)
             .password_file(&password_file);
+        if let Some(json) = &self.migrations {
+            let path = dir.path().join("migrations.json");
+            std::fs::write(&path, json).expect("write the migrations file");
+            options = options.migrations_file(path);
+        }
         for change in self.configure {
             options = change(options);
         }
@@ -117,6 +130,7 @@ impl TestCluster {
             apis: 1,
             workers: 0,
             password: None,
+            migrations: None,
             configure: Vec::new(),
         }
     }

@@ -36,6 +36,7 @@ pub mod cluster;
 pub mod inspect;
 pub mod options;
 pub mod process;
+pub mod requests;
 
 pub use binaries::{binary_path, Binary};
 pub use client::{write_request, ApiClient, Auth};
