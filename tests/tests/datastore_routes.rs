@@ -219,7 +219,7 @@ async fn bodies_that_are_not_json_or_not_an_object_are_400() {
     }
     // The readers take one object; an array is not a request for them.
     for path in &paths[1..] {
-        let (status, answer) = api.post_raw(*path, "[]").await;
+        let (status, answer) = api.post_raw(path, "[]").await;
         assert_error(status, &answer, 400);
     }
     // The writer takes an object or an array of objects only.
