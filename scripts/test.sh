@@ -60,4 +60,6 @@ echo "scripts/test.sh: using $(redis-server --version)"
 # The end-to-end tests run the real binaries from the target dir; build them
 # first (the harness would otherwise build them from inside the first test).
 cargo build --workspace --bins
-cargo test --workspace "$@"
+# --no-fail-fast: every test binary runs and prints its summary line, so
+# one failing file does not hide the results of the others.
+cargo test --workspace --no-fail-fast "$@"

@@ -690,3 +690,57 @@ async fn of_concurrent_creates_of_one_fqid_exactly_one_succeeds() {
     let distinct: BTreeSet<u64> = cluster.snapshot().events.keys().copied().collect();
     assert_eq!(distinct, BTreeSet::from([1, 2]));
 }
+
+// ----- writes while a job runs (SPEC 5.1) -----
+
+/// Makes `job:current` name a job with `cmd` and `state`, as the job queue
+/// does (the job record's fields are documented in `docs/redis-keys.md`).
+fn set_current_job(cluster: &TestCluster, cmd: &str, state: &str) {
+    use redis::Commands;
+    let keys = cluster.keys();
+    let mut conn = cluster.redis_connection();
+    let _: () = conn.set(keys.current_job(), "job-under-test").unwrap();
+    let _: () = conn
+        .hset_multiple(
+            keys.job("job-under-test"),
+            &[("cmd", cmd), ("state", state)],
+        )
+        .unwrap();
+}
+
+#[tokio::test]
+async fn writes_during_a_finalize_are_503_and_write_nothing() {
+    let cluster = TestCluster::spawn_app();
+    let api = cluster.client();
+    api.write_events(json!([create("motion/1", json!({"title": "A"}))]))
+        .await;
+    for state in ["queued", "running"] {
+        set_current_job(&cluster, "finalize", state);
+        let before = cluster.snapshot();
+        let (status, body) = write(&api, json!([update("motion/1", json!({"title": "B"}))])).await;
+        let message = assert_error(status, &body, 503);
+        assert!(
+            message.to_lowercase().contains("finaliz"),
+            "the message should say the datastore is being finalized: {message}"
+        );
+        assert_eq!(cluster.snapshot(), before);
+        // Readers go on.
+        assert_eq!(model(&api, "motion/1").await["title"], json!("A"));
+    }
+    set_current_job(&cluster, "finalize", "finished");
+    let position = api
+        .write_events(json!([update("motion/1", json!({"title": "B"}))]))
+        .await;
+    assert_eq!(position, 2);
+}
+
+#[tokio::test]
+async fn writes_go_on_during_a_migrate() {
+    let cluster = TestCluster::spawn_app();
+    let api = cluster.client();
+    set_current_job(&cluster, "migrate", "running");
+    let position = api
+        .write_events(json!([create("motion/1", json!({"title": "A"}))]))
+        .await;
+    assert_eq!(position, 1);
+}
