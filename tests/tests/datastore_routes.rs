@@ -9,7 +9,7 @@ use migration_tests::requests::{assert_error, create, delete, update};
 use migration_tests::{write_request, ApiClient, Auth, TestCluster};
 use serde_json::{json, Value};
 
-/// Every route under `/internal/` with a valid body for it.
+/// The datastore routes under `/internal/`, each with a valid body.
 fn internal_routes() -> Vec<(&'static str, Value)> {
     vec![
         (
@@ -24,9 +24,14 @@ fn internal_routes() -> Vec<(&'static str, Value)> {
             "/internal/datastore/reader/get_all",
             json!({"collection": "motion"}),
         ),
-        ("/internal/migrations", json!({"cmd": "stats"})),
     ]
 }
+
+/// The migration route (SPEC 4), written by another part of the project: it
+/// shares authentication, the body limit and the Redis error with the
+/// datastore routes, checked in its own test so that a failure is
+/// attributed to the right route.
+const MIGRATION_ROUTE: &str = "/internal/migrations";
 
 async fn assert_every_internal_route_answers(api: &ApiClient, expected: u16) {
     for (path, body) in internal_routes() {
@@ -192,6 +197,41 @@ async fn health_routes_need_no_password() {
     assert_eq!(status, 200, "{body}");
 }
 
+#[tokio::test]
+async fn the_migration_route_shares_auth_body_limit_and_redis_errors() {
+    let mut cluster = TestCluster::spawn_app();
+    let api = cluster.client();
+    let stats = json!({"cmd": "stats"});
+    let (status, body) = api.post_json(MIGRATION_ROUTE, &stats).await;
+    assert_eq!(status, 200, "{body}");
+    for wrong in [
+        api.without_auth(),
+        api.with_auth(Auth::Raw("!!".into())),
+        api.with_auth(Auth::password("wrong")),
+    ] {
+        let (status, body) = wrong.post_json(MIGRATION_ROUTE, &stats).await;
+        assert_error(status, &body, 401);
+    }
+    let (status, body) = api.post_bytes(MIGRATION_ROUTE, 1024 * 1024 + 1).await;
+    assert_error(status, &body, 413);
+    cluster.redis.stop();
+    let (status, body) = api.post_json(MIGRATION_ROUTE, &stats).await;
+    let message = assert_error(status, &body, 503);
+    assert!(message.to_lowercase().contains("redis"), "{message}");
+}
+
+#[tokio::test]
+async fn the_migration_route_is_500_without_a_configured_password() {
+    let cluster = TestCluster::builder()
+        .configure(|options| options.no_password())
+        .start();
+    let (status, body) = cluster
+        .client()
+        .post_json(MIGRATION_ROUTE, &json!({"cmd": "stats"}))
+        .await;
+    assert_error(status, &body, 500);
+}
+
 // ----- request errors (SPEC 4.3, 5.1) -----
 
 #[tokio::test]
@@ -321,7 +361,7 @@ async fn a_body_over_one_mebibyte_is_413_and_writes_nothing() {
     for path in [
         "/internal/datastore/writer/write",
         "/internal/datastore/reader/get",
-        "/internal/migrations",
+        "/internal/datastore/reader/get_all",
     ] {
         let (status, body) = api.post_bytes(path, 1024 * 1024 + 1).await;
         assert_error(status, &body, 413);

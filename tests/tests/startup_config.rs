@@ -1,6 +1,7 @@
 //! SPEC section 2 at the process boundary: `--help` on each binary lists the
 //! variables, and a bad value stops the process at start with exit code 2
-//! and one line naming the variable.
+//! and one line naming the variable. Every check runs once per binary (see
+//! `for_each_binary!` at the end), so a failure names the binary.
 
 use std::time::Duration;
 
@@ -9,7 +10,6 @@ use migration_tests::options::SPEC_VARIABLES;
 use migration_tests::process::run_to_exit;
 use migration_tests::ServiceOptions;
 
-const BINARIES: [Binary; 2] = [Binary::Api, Binary::Worker];
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Options that would otherwise be valid (an unreachable Redis: a config
@@ -48,52 +48,41 @@ fn assert_config_error(binary: Binary, options: &ServiceOptions, variable: &str)
     );
 }
 
-#[test]
-fn help_lists_every_variable() {
-    for binary in BINARIES {
-        let output = run_to_exit(binary, &options(), &["--help"], TIMEOUT);
-        assert_eq!(output.status.code(), Some(0), "{}", binary.name());
-        let help = String::from_utf8_lossy(&output.stdout);
-        for variable in SPEC_VARIABLES {
-            assert!(
-                help.contains(variable),
-                "{} --help lacks {variable}:\n{help}",
-                binary.name()
-            );
-        }
+fn help_lists_every_variable(binary: Binary) {
+    let output = run_to_exit(binary, &options(), &["--help"], TIMEOUT);
+    assert_eq!(output.status.code(), Some(0), "{}", binary.name());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for variable in SPEC_VARIABLES {
+        assert!(
+            help.contains(variable),
+            "{} --help lacks {variable}:\n{help}",
+            binary.name()
+        );
     }
 }
 
-#[test]
-fn unparsable_numbers_exit_2_naming_the_variable() {
-    for binary in BINARIES {
-        for (variable, value) in [
-            ("MIGRATION_WAIT_MS", "abc"),
-            ("WORKER_LOCK_TTL_MS", "-5"),
-            ("WORKER_MAX_POSITIONS_PER_SECOND", "fast"),
-        ] {
-            assert_config_error(binary, &options().env(variable, value), variable);
-        }
+fn unparsable_numbers_exit_2_naming_the_variable(binary: Binary) {
+    for (variable, value) in [
+        ("MIGRATION_WAIT_MS", "abc"),
+        ("WORKER_LOCK_TTL_MS", "-5"),
+        ("WORKER_MAX_POSITIONS_PER_SECOND", "fast"),
+    ] {
+        assert_config_error(binary, &options().env(variable, value), variable);
     }
 }
 
-#[test]
-fn bad_addresses_urls_and_flags_exit_2_naming_the_variable() {
-    for binary in BINARIES {
-        for (variable, value) in [
-            ("REDIS_URL", "not a url"),
-            ("REDIS_KEY_PREFIX", "a{b}"),
-            ("OPENSLIDES_DEVELOPMENT", "maybe"),
-            ("LOG_FORMAT", "xml"),
-        ] {
-            assert_config_error(binary, &options().env(variable, value), variable);
-        }
+fn bad_urls_prefixes_and_flags_exit_2_naming_the_variable(binary: Binary) {
+    for (variable, value) in [
+        ("REDIS_URL", "not a url"),
+        ("REDIS_KEY_PREFIX", "a{b}"),
+        ("OPENSLIDES_DEVELOPMENT", "maybe"),
+        ("LOG_FORMAT", "xml"),
+    ] {
+        assert_config_error(binary, &options().env(variable, value), variable);
     }
-    assert_config_error(Binary::Api, &options().api_addr("nowhere"), "API_ADDR");
 }
 
-#[test]
-fn an_unreadable_or_invalid_migrations_file_exits_2() {
+fn an_unreadable_or_invalid_migrations_file_exits_2(binary: Binary) {
     let dir = tempfile::tempdir().unwrap();
     let invalid = dir.path().join("invalid.json");
     std::fs::write(
@@ -103,13 +92,31 @@ fn an_unreadable_or_invalid_migrations_file_exits_2() {
     .unwrap();
     let not_json = dir.path().join("not_json.json");
     std::fs::write(&not_json, "migrations: yes").unwrap();
-    for binary in BINARIES {
-        for path in [
-            dir.path().join("missing.json"),
-            invalid.clone(),
-            not_json.clone(),
-        ] {
-            assert_config_error(binary, &options().migrations_file(&path), "MIGRATIONS_FILE");
-        }
+    for path in [dir.path().join("missing.json"), invalid, not_json] {
+        assert_config_error(binary, &options().migrations_file(&path), "MIGRATIONS_FILE");
     }
 }
+
+#[test]
+fn a_bad_api_addr_stops_the_api_with_exit_2() {
+    assert_config_error(Binary::Api, &options().api_addr("nowhere"), "API_ADDR");
+}
+
+/// One `#[test]` per binary and check.
+macro_rules! for_each_binary {
+    ($($check:ident),* $(,)?) => {
+        mod api {
+            $(#[test] fn $check() { super::$check(super::Binary::Api) })*
+        }
+        mod worker {
+            $(#[test] fn $check() { super::$check(super::Binary::Worker) })*
+        }
+    };
+}
+
+for_each_binary!(
+    help_lists_every_variable,
+    unparsable_numbers_exit_2_naming_the_variable,
+    bad_urls_prefixes_and_flags_exit_2_naming_the_variable,
+    an_unreadable_or_invalid_migrations_file_exits_2,
+);
