@@ -106,6 +106,12 @@ impl From<WriteError> for ApiError {
 impl From<MigrationRouteError> for ApiError {
     fn from(err: MigrationRouteError) -> Self {
         match err {
+            // A reply the scripts never give: corrupt job keys, not an outage.
+            MigrationRouteError::Redis(err)
+                if err.kind() == redis::ErrorKind::UnexpectedReturnType =>
+            {
+                ApiError::Internal(err.to_string())
+            }
             MigrationRouteError::Redis(err) => err.into(),
             other => ApiError::BadRequest(other.to_string()),
         }

@@ -486,3 +486,25 @@ async fn writes_are_refused_while_a_finalize_job_runs() {
         .await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn a_corrupt_job_record_is_a_500_not_an_outage() {
+    let cluster = cluster(1, 0, 0, 100);
+    let keys = cluster.keys();
+    let mut conn = cluster.redis_connection();
+    redis::pipe()
+        .set(keys.current_job(), "hand-made")
+        .hset_multiple(
+            keys.job("hand-made"),
+            &[
+                ("id", "hand-made"),
+                ("cmd", "explode"),
+                ("state", "running"),
+            ],
+        )
+        .exec(&mut conn)
+        .unwrap();
+    let (status, answer) = cluster.client().progress().await;
+    let message = assert_error(status, &answer, 500);
+    assert!(message.contains("job record"), "{message}");
+}

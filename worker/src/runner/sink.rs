@@ -137,15 +137,20 @@ impl Writer {
     async fn append(&mut self, batch: &[String]) -> Result<(), SinkOutcome> {
         let mut delay = Duration::from_millis(50);
         loop {
-            let result = lock::append_output(
+            let call = lock::append_output(
                 &mut self.conn,
                 &self.keys,
                 &self.job_id,
                 self.fencing_token,
                 self.written,
                 batch,
-            )
-            .await;
+            );
+            // A call hanging on an unreachable Redis must not keep the job
+            // alive once the lease is gone (the fence refuses it anyway).
+            let result = tokio::select! {
+                result = call => result,
+                _ = self.lease_lost.cancelled() => return Err(SinkOutcome::LeaseLost),
+            };
             match result {
                 Ok(written) => {
                     self.written = written;
