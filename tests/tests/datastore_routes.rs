@@ -532,3 +532,31 @@ async fn an_unreachable_redis_is_503_with_a_message_and_recovers() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["model"]["title"], json!("again"));
 }
+
+// ----- shutdown (SPEC 7) -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_write_finish_then_exits_0() {
+    let mut cluster = TestCluster::spawn_app();
+    let api = cluster.client();
+    api.write_events(json!([create("motion/1", json!({}))]))
+        .await;
+    // A frozen Redis keeps the next write in flight inside the api.
+    let redis_pid = cluster.pause_redis();
+    let in_flight = tokio::spawn(async move {
+        api.write(write_request(json!([create("motion/2", json!({}))])))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.apis[0].signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.resume_redis(redis_pid);
+    let (status, body) = in_flight
+        .await
+        .expect("the in-flight request got an answer, not a dropped connection");
+    assert!(status == 200 || status == 503, "{status} {body}");
+    let exit = cluster.apis[0]
+        .wait_for_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("api still running after SIGTERM\n{}", cluster.log_tails()));
+    assert_eq!(exit.code(), Some(0), "{}", cluster.apis[0].log_tail());
+}

@@ -181,3 +181,30 @@ async fn api_replicas_share_one_redis_and_obey_signals() {
     let status = cluster.apis[1].sigterm();
     assert_eq!(status.code(), Some(0), "{}", cluster.apis[1].log_tail());
 }
+
+/// `restart` keeps the address; `pause_redis` freezes the Redis so health
+/// stops answering `200` until `resume_redis`.
+#[tokio::test]
+async fn api_restart_keeps_its_address_and_redis_can_be_paused() {
+    let mut cluster = TestCluster::builder()
+        .migrations(r#"{"migrations": []}"#)
+        .start();
+    assert!(cluster
+        .options()
+        .get("MIGRATIONS_FILE")
+        .is_some_and(|path| std::path::Path::new(path).starts_with(cluster.dir())));
+    let addr = cluster.api().addr();
+    let old_pid = cluster.api().pid();
+    cluster.apis[0].restart();
+    assert_eq!(cluster.api().addr(), addr);
+    assert_ne!(cluster.api().pid(), old_pid);
+    let (status, _) = cluster.client().health().await;
+    assert_eq!(status, 200);
+
+    let pid = cluster.pause_redis();
+    let (status, _) = cluster.client().health().await;
+    assert_ne!(status, 200, "health with a frozen Redis");
+    cluster.resume_redis(pid);
+    let (status, body) = cluster.client().health().await;
+    assert_eq!(status, 200, "{body}");
+}
