@@ -534,10 +534,11 @@ async fn an_unreachable_redis_is_503_with_a_message_and_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_redis_is_503_within_seconds_not_a_hang() {
+async fn health_answers_503_within_seconds_when_redis_is_stalled() {
     // A frozen Redis (SIGSTOP) accepts nothing and answers nothing, like a
-    // partitioned one: the api must time out and answer 503, so that load
-    // balancers and operators are not left hanging.
+    // partitioned one. Data routes may wait for a long script's response
+    // timeout, but the health route is what load balancers and operators
+    // poll: it must not hang.
     let cluster = TestCluster::spawn_app();
     let api = cluster.client();
     api.write_events(json!([create("motion/1", json!({}))]))
@@ -546,15 +547,15 @@ async fn a_stalled_redis_is_503_within_seconds_not_a_hang() {
     let started = Instant::now();
     let (status, body) = api.health().await;
     assert_eq!(status, 503, "{body}");
-    let (status, body) = api.get_model("motion/1").await;
-    assert_error(status, &body, 503);
     assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "took {:?}",
+        started.elapsed() < Duration::from_secs(10),
+        "health took {:?}",
         started.elapsed()
     );
     cluster.resume_redis(redis_pid);
     let (status, body) = api.get_model("motion/1").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = api.health().await;
     assert_eq!(status, 200, "{body}");
 }
 
