@@ -310,6 +310,6 @@ async fn run_sequence(seed: u64, steps: usize) {
 #[tokio::test]
 async fn random_write_sequences_match_the_spec_oracle() {
     for seed in [0x9e37_79b9_7f4a_7c15, 42, 2026] {
-        run_sequence(seed, 120).await;
+        run_sequence(seed, 100).await;
     }
 }
