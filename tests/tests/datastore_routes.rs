@@ -586,3 +586,29 @@ async fn sigterm_lets_an_in_flight_write_finish_then_exits_0() {
         .unwrap_or_else(|| panic!("api still running after SIGTERM\n{}", cluster.log_tails()));
     assert_eq!(exit.code(), Some(0), "{}", cluster.apis[0].log_tail());
 }
+
+#[tokio::test]
+async fn an_api_started_while_redis_is_down_answers_503_then_recovers() {
+    let mut cluster = TestCluster::builder().apis(0).start();
+    cluster.redis.stop();
+    cluster.start_api();
+    let api = cluster.client();
+    let (status, body) = api.health().await;
+    assert_eq!(status, 503, "{body}");
+    let (status, body) = api
+        .write(write_request(json!([create("motion/1", json!({}))])))
+        .await;
+    assert_error(status, &body, 503);
+
+    cluster.redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while api.health().await.0 != 200 {
+        assert!(Instant::now() < deadline, "health never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        api.write_events(json!([create("motion/1", json!({}))]))
+            .await,
+        1
+    );
+}
