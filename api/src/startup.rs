@@ -18,9 +18,14 @@ use crate::state::AppState;
 
 /// Builds the registry from `MIGRATIONS_FILE` (or the compiled-in one).
 pub fn load_registry(config: &Config) -> Result<Arc<Registry>, ConfigError> {
-    // The registry helper's loader replaces this once merged.
-    let _ = config;
-    Ok(Arc::new(Registry::default()))
+    let registry = Registry::load(config.migrations_file.as_deref())?;
+    tracing::info!(
+        migrations = registry.migrations().len(),
+        target_migration_index = registry.target_migration_index(),
+        fingerprint = %registry.fingerprint(),
+        "migration registry loaded"
+    );
+    Ok(Arc::new(registry))
 }
 
 /// The router with every route and layer.
