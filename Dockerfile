@@ -52,8 +52,10 @@ RUN find api shared worker -name '*.rs' -exec touch {} + \
 # ---- runtime -----------------------------------------------------------------
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 
-# ca-certificates for rediss:// URLs; curl for the compose health check (the
-# binaries have no health-check mode of their own).
+# ca-certificates: the trust store any TLS client in the image needs (the
+# Redis client is built without TLS today, so REDIS_URL=rediss://... is
+# refused at start). curl: the compose health check (the binaries have no
+# health-check mode of their own).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/*

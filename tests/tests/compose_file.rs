@@ -23,6 +23,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use migration_shared::datastore::Event;
+use migration_shared::keys::Keys;
+use migration_shared::migrations::examples::migrate_in_memory;
+use migration_shared::migrations::Registry;
 use migration_shared::test_support::{free_port, RedisServer};
 use serde_json::{json, Map, Value};
 use yaml_rust2::{Yaml, YamlLoader};
@@ -290,7 +294,8 @@ struct Api {
 }
 
 impl Api {
-    async fn start(redis: &RedisServer) -> Api {
+    /// `migrations_file`: the `MIGRATIONS_FILE`, as compose sets it.
+    async fn start(redis: &RedisServer, migrations_file: Option<&Path>) -> Api {
         let port = free_port();
         let log = tempfile::NamedTempFile::new().expect("log file");
         let mut command = Command::new(binary("migration-api"));
@@ -308,6 +313,9 @@ impl Api {
             .stdin(Stdio::null())
             .stdout(log.reopen().expect("log file"))
             .stderr(log.reopen().expect("log file"));
+        if let Some(path) = migrations_file {
+            command.env("MIGRATIONS_FILE", path);
+        }
         let mut api = Api {
             child: command.spawn().expect("spawn migration-api"),
             base_url: format!("http://127.0.0.1:{port}"),
@@ -527,7 +535,7 @@ async fn api_health_check_path_is_a_real_route() {
     let path = &url[url["http://".len()..].find('/').unwrap() + "http://".len()..];
     assert_eq!(path, "/health");
     let redis = RedisServer::start();
-    let api = Api::start(&redis).await;
+    let api = Api::start(&redis, None).await;
     let response = reqwest::get(format!("{}{path}", api.base_url))
         .await
         .unwrap();
@@ -558,17 +566,14 @@ fn mounted_files_exist_and_the_migrations_file_parses() {
             );
             if env.get("MIGRATIONS_FILE") == Some(&target) {
                 migrations_mounted = true;
-                let text = std::fs::read_to_string(&path).unwrap();
-                let value: Value = serde_json::from_str(&text)
-                    .unwrap_or_else(|err| panic!("{source} is not JSON: {err}"));
-                let migrations = value["migrations"]
-                    .as_array()
-                    .unwrap_or_else(|| panic!("{source} has no `migrations` array"));
-                assert!(!migrations.is_empty(), "{source} defines no migration");
-                for migration in migrations {
-                    assert!(migration["name"].is_string(), "{migration}");
-                    assert!(migration["ops"].is_array(), "{migration}");
-                }
+                // Loaded as both binaries load it at start: a file they
+                // refuse would stop every container with exit code 2.
+                let registry = Registry::load(Some(&path))
+                    .unwrap_or_else(|err| panic!("MIGRATIONS_FILE {source}: {err}"));
+                assert!(
+                    registry.target_migration_index() >= 2,
+                    "{source} defines no migration"
+                );
             }
         }
         assert!(
@@ -1218,11 +1223,25 @@ fn example_datastore_fits_one_body_and_suits_the_example_migrations() {
     }
 }
 
+/// The repository file compose mounts as the api's `MIGRATIONS_FILE`.
+fn compose_migrations_file() -> PathBuf {
+    let compose = compose();
+    let api = service(&compose, "api");
+    let target = environment(api)["MIGRATIONS_FILE"].clone();
+    let (source, _, _) = volumes(api)
+        .into_iter()
+        .find(|(_, mounted, _)| *mounted == target)
+        .unwrap_or_else(|| panic!("MIGRATIONS_FILE {target} is not mounted"));
+    repo_path(&source)
+}
+
 #[tokio::test]
 async fn example_datastore_is_accepted_by_the_real_write_route_and_reads_back() {
     let (text, requests) = example_datastore();
     let redis = RedisServer::start();
-    let api = Api::start(&redis).await;
+    // Configured as in compose, so the example is written as an operator
+    // following the quickstart writes it.
+    let api = Api::start(&redis, Some(&compose_migrations_file())).await;
 
     let (status, body) = api.post("/internal/datastore/writer/write", text).await;
     assert_eq!(status, 200, "{body}\n{}", api.log());
@@ -1312,4 +1331,71 @@ async fn example_datastore_is_accepted_by_the_real_write_route_and_reads_back() 
         body["model"]["title"].is_string(),
         "restored with its fields: {body}"
     );
+}
+
+#[tokio::test]
+async fn example_migrations_succeed_on_the_example_datastore() {
+    let (text, requests) = example_datastore();
+    let migrations_file = compose_migrations_file();
+    let registry = Registry::load(Some(&migrations_file)).expect("the example migrations load");
+    let redis = RedisServer::start();
+    let api = Api::start(&redis, Some(&migrations_file)).await;
+    let (status, body) = api.post("/internal/datastore/writer/write", text).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The events exactly as the writer stored them (default prefix `mig`),
+    // the input of the worker's engine.
+    let keys = Keys::new(migration_shared::config::DEFAULT_KEY_PREFIX);
+    let mut conn = redis.connection();
+    let live_mi: u64 = redis::cmd("GET")
+        .arg(keys.migration_index())
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(live_mi, 1, "the example is stored at MI 1");
+    assert!(
+        registry.target_migration_index() > live_mi,
+        "there is work to do"
+    );
+    let stored: BTreeMap<u64, String> = redis::cmd("HGETALL")
+        .arg(keys.events())
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(stored.len(), requests.len());
+    let positions: Vec<Vec<Event>> = stored
+        .values()
+        .map(|events| serde_json::from_str(events).expect("stored events"))
+        .collect();
+
+    // The reference run of the MI-first cascade (what migrate + finalize
+    // must produce): it must succeed, and every motion must come out with
+    // `name` instead of `title`, without `legacy`, with a `weight`.
+    let run = migrate_in_memory(&registry, live_mi, &positions)
+        .unwrap_or_else(|err| panic!("the example migrations fail on the example: {err}"));
+    assert!(
+        run.positions.iter().all(|events| !events.is_empty()),
+        "no position of the example loses all its events"
+    );
+    let expected = expected_models(&requests);
+    let mut motions = 0;
+    for (fqid, model) in &run.models {
+        let fqid = fqid.to_string();
+        let (fields, _, deleted) = &expected[&fqid];
+        assert_eq!(model.deleted, *deleted, "{fqid}");
+        let mut fields = fields.clone();
+        if fqid.starts_with("motion/") {
+            motions += 1;
+            let title = fields.remove("title").expect("every motion has a title");
+            fields.insert("name".into(), title);
+            fields.remove("legacy");
+            fields.entry("weight").or_insert(json!(0));
+        }
+        let migrated: Map<String, Value> = model
+            .fields
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        assert_eq!(migrated, fields, "{fqid} after the example migrations");
+    }
+    assert_eq!(run.models.len(), expected.len());
+    assert!(motions >= 100);
 }
