@@ -266,8 +266,9 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// The environment variables a binary's `--help` documents (`[env: NAME=]`).
-fn help_variables(binary_name: &str) -> BTreeSet<String> {
+/// The environment variables a binary's `--help` documents
+/// (`[env: NAME=] [default: VALUE]`), with their defaults.
+fn help_defaults(binary_name: &str) -> BTreeMap<String, Option<String>> {
     let mut command = Command::new(binary(binary_name));
     command.arg("--help");
     for name in SPEC_VARIABLES {
@@ -276,13 +277,22 @@ fn help_variables(binary_name: &str) -> BTreeSet<String> {
     let output = command.output().expect("run --help");
     assert!(output.status.success(), "{binary_name} --help failed");
     let text = String::from_utf8_lossy(&output.stdout);
-    text.split("[env: ")
-        .skip(1)
-        .map(|rest| {
-            let end = rest.find('=').expect("`[env: NAME=...]` in --help");
-            rest[..end].to_string()
+    text.lines()
+        .filter_map(|line| {
+            let rest = &line[line.find("[env: ")? + "[env: ".len()..];
+            let name = rest[..rest.find('=')?].to_string();
+            let default = line.find("[default: ").map(|start| {
+                let value = &line[start + "[default: ".len()..];
+                value[..value.find(']').unwrap_or(value.len())].to_string()
+            });
+            Some((name, default))
         })
         .collect()
+}
+
+/// The environment variables a binary's `--help` documents.
+fn help_variables(binary_name: &str) -> BTreeSet<String> {
+    help_defaults(binary_name).into_keys().collect()
 }
 
 /// A `migration-api` on a free port against `redis`, with the example
@@ -404,6 +414,31 @@ fn compose_sets_only_real_configuration_variables() {
                  (migration-api --help lists {documented:?})"
             );
         }
+    }
+}
+
+#[test]
+fn configuration_doc_has_every_variable_with_its_real_default() {
+    let doc = read("docs/configuration.md");
+    for (variable, default) in help_defaults("migration-api") {
+        let heading = format!("### `{variable}`");
+        let section = doc
+            .split(&heading)
+            .nth(1)
+            .unwrap_or_else(|| panic!("docs/configuration.md has no section {heading}"));
+        let line = section
+            .lines()
+            .find(|line| line.starts_with("- **Default:**"))
+            .unwrap_or_else(|| panic!("{heading} names no default"));
+        let documented = line
+            .split('`')
+            .nth(1)
+            .filter(|_| !line.contains("**Default:** unset"));
+        assert_eq!(
+            documented,
+            default.as_deref(),
+            "docs/configuration.md and migration-api --help disagree on the default of {variable}"
+        );
     }
 }
 
