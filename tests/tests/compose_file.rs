@@ -7,14 +7,16 @@
 //! possible: variable names against what the real `migration-api --help`
 //! lists, the health-check path against a running `migration-api` (private
 //! Redis), `deploy/redis.conf` against a real `redis-server` started with it,
-//! the example datastore against the real write and read routes, the
+//! the example datastore against the real write and read routes and the
+//! example migrations (the reference cascade run on the events the writer
+//! stored), `docs/configuration.md` against `--help`'s defaults, the
 //! Dockerfile against the workspace (members, targets, files the sources
 //! embed). What stays unchecked: that the images build and the containers
 //! start; that needs Docker.
 //!
 //! The process helpers here are small on purpose; they find the binaries the
-//! way the harness in `tests/src` does (next to the test executable, built
-//! once per process).
+//! way the harness (`tests/src/binaries.rs`) does: next to the test
+//! executable, built once per process with `cargo build --workspace --bins`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
