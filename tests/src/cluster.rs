@@ -227,6 +227,32 @@ impl TestCluster {
         self.redis.connection_manager().await
     }
 
+    /// The pid of the private `redis-server` (from `INFO server`).
+    pub fn redis_pid(&self) -> u32 {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query(&mut self.redis_connection())
+            .expect("INFO server");
+        info.lines()
+            .find_map(|line| line.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no process_id in INFO server: {info}"))
+    }
+
+    /// Freezes the private Redis (SIGSTOP): connections stay open but
+    /// nothing answers, as with a network partition or a stalled server.
+    /// Dropping the cluster still kills it.
+    pub fn pause_redis(&self) -> u32 {
+        let pid = self.redis_pid();
+        signal_pid(pid, "STOP");
+        pid
+    }
+
+    /// Resumes a Redis frozen by [`TestCluster::pause_redis`] (its pid).
+    pub fn resume_redis(&self, pid: u32) {
+        signal_pid(pid, "CONT");
+    }
+
     /// Waits until the first api's health route counts `workers` live
     /// workers; panics with the workers' log tails after `timeout`.
     pub async fn wait_for_workers(&self, workers: u64, timeout: Duration) {
@@ -271,6 +297,14 @@ impl Drop for TestCluster {
             }
         }
     }
+}
+
+fn signal_pid(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .status()
+        .expect("run the `kill` command");
+    assert!(status.success(), "kill -s {signal} {pid} failed: {status}");
 }
 
 /// A password nobody guesses; not cryptographic, only distinct per test.

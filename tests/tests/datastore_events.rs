@@ -744,3 +744,40 @@ async fn writes_go_on_during_a_migrate() {
         .await;
     assert_eq!(position, 1);
 }
+
+// ----- replicas (SPEC 1) -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_replicas_share_one_datastore_and_one_position_sequence() {
+    const WRITES_EACH: u64 = 10;
+    let cluster = TestCluster::builder().apis(2).start();
+    let mut tasks = Vec::new();
+    for replica in 0..2 {
+        let api = cluster.client_for(replica);
+        tasks.push(tokio::spawn(async move {
+            let mut positions = Vec::new();
+            for write in 0..WRITES_EACH {
+                let id = replica as u64 * WRITES_EACH + write + 1;
+                positions.push(
+                    api.write_events(json!([create(&format!("motion/{id}"), json!({}))]))
+                        .await,
+                );
+            }
+            positions
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=2 * WRITES_EACH).collect::<Vec<_>>());
+    // What one replica wrote, the other reads.
+    let (_, from_first) = cluster.client_for(0).get_all("motion").await;
+    let (_, from_second) = cluster.client_for(1).get_all("motion").await;
+    assert_eq!(from_first, from_second);
+    assert_eq!(
+        from_first["models"].as_object().unwrap().len() as u64,
+        2 * WRITES_EACH
+    );
+}

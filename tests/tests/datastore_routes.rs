@@ -532,3 +532,78 @@ async fn an_unreachable_redis_is_503_with_a_message_and_recovers() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["model"]["title"], json!("again"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_503_within_seconds_when_redis_is_stalled() {
+    // A frozen Redis (SIGSTOP) accepts nothing and answers nothing, like a
+    // partitioned one. Data routes may wait for a long script's response
+    // timeout, but the health route is what load balancers and operators
+    // poll: it must not hang.
+    let cluster = TestCluster::spawn_app();
+    let api = cluster.client();
+    api.write_events(json!([create("motion/1", json!({}))]))
+        .await;
+    let redis_pid = cluster.pause_redis();
+    let answer = tokio::time::timeout(Duration::from_secs(10), api.health()).await;
+    cluster.resume_redis(redis_pid);
+    let (status, body) = answer.expect("GET /health did not answer within 10 s with Redis stalled");
+    assert_eq!(status, 503, "{body}");
+    let (status, body) = api.get_model("motion/1").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = api.health().await;
+    assert_eq!(status, 200, "{body}");
+}
+
+// ----- shutdown (SPEC 7) -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_write_finish_then_exits_0() {
+    let mut cluster = TestCluster::spawn_app();
+    let api = cluster.client();
+    api.write_events(json!([create("motion/1", json!({}))]))
+        .await;
+    // A frozen Redis keeps the next write in flight inside the api.
+    let redis_pid = cluster.pause_redis();
+    let in_flight = tokio::spawn(async move {
+        api.write(write_request(json!([create("motion/2", json!({}))])))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.apis[0].signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.resume_redis(redis_pid);
+    let (status, body) = in_flight
+        .await
+        .expect("the in-flight request got an answer, not a dropped connection");
+    assert!(status == 200 || status == 503, "{status} {body}");
+    let exit = cluster.apis[0]
+        .wait_for_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("api still running after SIGTERM\n{}", cluster.log_tails()));
+    assert_eq!(exit.code(), Some(0), "{}", cluster.apis[0].log_tail());
+}
+
+#[tokio::test]
+async fn an_api_started_while_redis_is_down_answers_503_then_recovers() {
+    let mut cluster = TestCluster::builder().apis(0).start();
+    cluster.redis.stop();
+    cluster.start_api();
+    let api = cluster.client();
+    let (status, body) = api.health().await;
+    assert_eq!(status, 503, "{body}");
+    let (status, body) = api
+        .write(write_request(json!([create("motion/1", json!({}))])))
+        .await;
+    assert_error(status, &body, 503);
+
+    cluster.redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while api.health().await.0 != 200 {
+        assert!(Instant::now() < deadline, "health never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        api.write_events(json!([create("motion/1", json!({}))]))
+            .await,
+        1
+    );
+}

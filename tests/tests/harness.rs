@@ -181,3 +181,35 @@ async fn api_replicas_share_one_redis_and_obey_signals() {
     let status = cluster.apis[1].sigterm();
     assert_eq!(status.code(), Some(0), "{}", cluster.apis[1].log_tail());
 }
+
+/// `restart` keeps the address; `pause_redis` freezes the Redis (a PING
+/// times out) until `resume_redis`.
+#[tokio::test]
+async fn api_restart_keeps_its_address_and_redis_can_be_paused() {
+    let mut cluster = TestCluster::builder()
+        .migrations(r#"{"migrations": []}"#)
+        .start();
+    assert!(cluster
+        .options()
+        .get("MIGRATIONS_FILE")
+        .is_some_and(|path| std::path::Path::new(path).starts_with(cluster.dir())));
+    let addr = cluster.api().addr();
+    let old_pid = cluster.api().pid();
+    cluster.apis[0].restart();
+    assert_eq!(cluster.api().addr(), addr);
+    assert_ne!(cluster.api().pid(), old_pid);
+    let (status, _) = cluster.client().health().await;
+    assert_eq!(status, 200);
+
+    let mut conn = cluster.redis_connection();
+    conn.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let pid = cluster.pause_redis();
+    assert!(redis::cmd("PING").query::<String>(&mut conn).is_err());
+    cluster.resume_redis(pid);
+    let mut conn = cluster.redis_connection();
+    assert_eq!(
+        redis::cmd("PING").query::<String>(&mut conn).unwrap(),
+        "PONG"
+    );
+}
