@@ -6,7 +6,9 @@
 
 pub mod config;
 pub mod datastore;
+pub mod engine_scripts;
 pub mod keys;
 pub mod migrations;
+pub mod stats;
 #[cfg(feature = "test-support")]
 pub mod test_support;
