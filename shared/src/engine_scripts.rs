@@ -19,3 +19,15 @@ pub const STALE: &str = "STALE";
 /// `engine_stats.lua`: one consistent snapshot of the stats counters.
 pub static STATS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/engine_stats.lua")));
+
+/// `engine_checkpoint.lua`: one fenced, atomic checkpoint of `migrate`.
+pub static CHECKPOINT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/engine_checkpoint.lua")));
+
+/// `engine_finalize.lua`: the fenced, atomic flip of `finalize`.
+pub static FINALIZE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/engine_finalize.lua")));
+
+/// `engine_reset.lua`: deletes the migration area, fenced.
+pub static RESET: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/engine_reset.lua")));

@@ -7,6 +7,13 @@
 //! hash, so a run that lost its lease can never write again. The engine knows
 //! nothing about jobs, leases or output streams: that is the runner's.
 
+mod finalize;
+mod keyframes;
+mod migrate;
+mod position;
+mod reset;
+mod store;
+
 use std::future::Future;
 use std::sync::Arc;
 
@@ -68,10 +75,8 @@ pub enum EngineError {
 
 /// Runs migration commands against one datastore.
 pub struct Engine {
-    conn: ConnectionManager,
-    keys: Keys,
+    store: store::Store,
     registry: Arc<Registry>,
-    fence: Fence,
     options: EngineOptions,
     cancel: CancellationToken,
 }
@@ -87,10 +92,8 @@ impl Engine {
         cancel: CancellationToken,
     ) -> Engine {
         Engine {
-            conn,
-            keys,
+            store: store::Store::new(conn, keys, fence.token),
             registry,
-            fence,
             options,
             cancel,
         }
@@ -102,18 +105,29 @@ impl Engine {
         command: Command,
         sink: &mut S,
     ) -> Result<(), EngineError> {
-        let _ = (
-            &self.conn,
-            &self.keys,
-            &self.registry,
-            self.fence,
-            self.options,
-            &self.cancel,
-        );
-        sink.line(format!("{command:?}: not implemented yet"))
-            .await?;
-        Err(EngineError::Failed(
-            "the engine is not implemented yet".into(),
+        let target = self.registry.target_migration_index();
+        let name = match command {
+            Command::Migrate => "migrate",
+            Command::Finalize => "finalize",
+            Command::Reset => "reset",
+        };
+        sink.line(format!(
+            "Started {name} (target migration index {target}, {} migrations in the registry)",
+            self.registry.migrations().len()
         ))
+        .await?;
+        match command {
+            Command::Migrate => {
+                if let migrate::Migrated::Done { positions } = migrate::migrate(self, sink).await? {
+                    sink.line(format!(
+                        "Migrate finished: all {positions} positions are migrated to migration index {target}; call finalize to make them live"
+                    ))
+                    .await?;
+                }
+                Ok(())
+            }
+            Command::Finalize => finalize::finalize(self, sink).await,
+            Command::Reset => reset::reset(self, sink).await,
+        }
     }
 }

@@ -1,0 +1,101 @@
+//! The keyframes: for every MI from the lowest source MI up to the target, the
+//! models as they are after the last migrated position, held in memory.
+//!
+//! A migration from `m` to `m + 1` at position `p` sees the keyframes at `m`
+//! and `m + 1` before `p`; afterwards each keyframe is advanced with `p`'s
+//! events at its MI. Only the models changed since the last checkpoint are
+//! written back (the dirty set), so a checkpoint costs what its batch touched,
+//! and memory grows with the models, never with the events.
+//!
+//! Positions' source MIs never rise (checked before the run), but they may
+//! fall: when a position's MI is below every keyframe so far, the keyframes
+//! of the missing lower MIs start as copies of the lowest one. The earlier
+//! positions have no events at those MIs (they were written at a higher MI),
+//! so their nearest available state is the best "old" view there is.
+
+use std::collections::{BTreeMap, HashSet};
+
+use migration_shared::datastore::{apply_event, ApplyError, Event, Fqid, Models};
+
+use super::store::KeyframeWrites;
+
+/// The in-memory keyframes and what changed since the last checkpoint.
+#[derive(Default)]
+pub(crate) struct Keyframes {
+    by_mi: BTreeMap<u64, Models>,
+    dirty: BTreeMap<u64, HashSet<Fqid>>,
+}
+
+impl Keyframes {
+    /// Keyframes as loaded from the last checkpoint (nothing dirty).
+    pub(crate) fn loaded(by_mi: BTreeMap<u64, Models>) -> Keyframes {
+        Keyframes {
+            by_mi,
+            dirty: BTreeMap::new(),
+        }
+    }
+
+    /// The lowest MI with a keyframe.
+    pub(crate) fn min_mi(&self) -> Option<u64> {
+        self.by_mi.keys().next().copied()
+    }
+
+    /// Makes sure keyframes exist for every MI in `from..=target`.
+    pub(crate) fn ensure_range(&mut self, from: u64, target: u64) {
+        let lowest = self.min_mi();
+        for mi in (from..=target).rev() {
+            if self.by_mi.contains_key(&mi) {
+                continue;
+            }
+            let models = match lowest {
+                Some(lowest) if lowest > mi => self.by_mi[&lowest].clone(),
+                _ => Models::new(),
+            };
+            self.dirty
+                .entry(mi)
+                .or_default()
+                .extend(models.keys().cloned());
+            self.by_mi.insert(mi, models);
+        }
+    }
+
+    /// The models at `mi` (empty when there is no keyframe there).
+    pub(crate) fn at(&self, mi: u64) -> &Models {
+        static EMPTY: std::sync::LazyLock<Models> = std::sync::LazyLock::new(Models::new);
+        self.by_mi.get(&mi).unwrap_or(&EMPTY)
+    }
+
+    /// Applies `event` of `position` to the keyframe at `mi`.
+    pub(crate) fn apply(
+        &mut self,
+        mi: u64,
+        event: &Event,
+        position: u64,
+    ) -> Result<(), ApplyError> {
+        let models = self.by_mi.entry(mi).or_default();
+        apply_event(models, event, position)?;
+        let dirty = self.dirty.entry(mi).or_default();
+        if !dirty.contains(event.fqid()) {
+            dirty.insert(event.fqid().clone());
+        }
+        Ok(())
+    }
+
+    /// The changed models as stored JSON, grouped by (MI, collection); clears
+    /// the dirty set.
+    pub(crate) fn take_dirty(&mut self) -> KeyframeWrites {
+        let mut writes = KeyframeWrites::new();
+        for (mi, fqids) in std::mem::take(&mut self.dirty) {
+            let models = &self.by_mi[&mi];
+            for fqid in fqids {
+                if let Some(model) = models.get(&fqid) {
+                    writes
+                        .entry((mi, fqid.collection().to_string()))
+                        .or_default()
+                        .push((fqid.id(), model.to_stored_json()));
+                }
+            }
+        }
+        writes
+    }
+}

@@ -1,0 +1,308 @@
+//! The `migrate` loop: validates the positions' MIs, resumes from the last
+//! checkpoint (or starts over), migrates batches of positions and persists
+//! each batch with one fenced checkpoint script.
+//!
+//! Durability: the in-memory keyframes are exactly what the last checkpoint
+//! wrote plus the current batch, so a crash anywhere resumes at the last
+//! checkpoint and produces the same bytes as an uninterrupted run. Writes to
+//! the live datastore during `migrate` add positions after the snapshot's last
+//! position; they are left for the next `migrate`/`finalize`.
+//!
+//! Resume rule: the migration area is reused only when `mig:state` was built
+//! for this registry (same target and fingerprint). Otherwise it is discarded
+//! (atomically, by the first checkpoint) and every position is migrated again
+//! from the live events, which are untouched until `finalize`: migrated events
+//! of another registry may be wrong for this one, and the keyframes of the
+//! lower MIs could not be rebuilt from them.
+
+use std::time::{Duration, Instant};
+
+use migration_shared::stats::migration_area_fingerprint;
+
+use super::keyframes::Keyframes;
+use super::position::migrate_position;
+use super::store::{Checkpoint, LivePosition, Snapshot};
+use super::{Engine, EngineError, OutputSink};
+
+/// Positions per checkpoint without a throttle: big enough that the round
+/// trips and the script call are amortised, small enough that one script
+/// blocks Redis only for a few milliseconds.
+pub(crate) const BATCH_POSITIONS: u64 = 256;
+
+/// How a migrate pass ended.
+pub(crate) enum Migrated {
+    /// The live MI is the target (or the datastore is empty).
+    NothingToMigrate,
+    /// Every position of the snapshot is migrated.
+    Done { positions: u64 },
+}
+
+/// Output lines at every 5 % of the work, at most one a second.
+struct Progress {
+    total: u64,
+    last_step: u64,
+    last_line: Instant,
+}
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        Progress {
+            total,
+            last_step: 0,
+            last_line: Instant::now(),
+        }
+    }
+
+    fn line(&mut self, done: u64, events: u64) -> Option<String> {
+        let step = done * 20 / self.total.max(1);
+        if step <= self.last_step
+            || done == self.total
+            || self.last_line.elapsed() < Duration::from_secs(1)
+        {
+            return None;
+        }
+        self.last_step = step;
+        self.last_line = Instant::now();
+        Some(format!(
+            "Migrated {done} of {} positions ({}%), {events} events",
+            self.total,
+            done * 100 / self.total
+        ))
+    }
+}
+
+/// Fails the command: the message is the output's last line and the
+/// `exception`.
+async fn fail<S: OutputSink>(sink: &mut S, message: String) -> EngineError {
+    match sink.line(message.clone()).await {
+        Ok(()) => EngineError::Failed(message),
+        Err(err) => err,
+    }
+}
+
+/// Checks every position `1..=last`: it has an MI, not above the target, and
+/// the MI does not rise from one position to the next. Runs before anything
+/// is written; reads only the MIs, in chunks.
+async fn validate<S: OutputSink>(
+    engine: &Engine,
+    last: u64,
+    sink: &mut S,
+) -> Result<(), EngineError> {
+    let target = engine.registry.target_migration_index();
+    let mut previous: Option<(u64, u64)> = None;
+    let mut problem: Option<String> = None;
+    engine
+        .store
+        .for_each_position_mi(last, |position, mi| {
+            if problem.is_some() {
+                return Ok(());
+            }
+            let Some(mi) = mi else {
+                problem = Some(format!(
+                    "Position {position} has no migration index; nothing was changed"
+                ));
+                return Ok(());
+            };
+            if mi > target {
+                problem = Some(format!(
+                    "Position {position} has migration index {mi}, above the target migration index {target}; nothing was changed"
+                ));
+            } else if let Some((before, before_mi)) = previous.filter(|(_, before_mi)| mi > *before_mi) {
+                problem = Some(format!(
+                    "Position {position} has migration index {mi}, higher than position {before} with migration index {before_mi}; nothing was changed"
+                ));
+            }
+            previous = Some((position, mi));
+            Ok(())
+        })
+        .await?;
+    match problem {
+        Some(message) => Err(fail(sink, message).await),
+        None => Ok(()),
+    }
+}
+
+/// The state name of SPEC 4.1 for the start line.
+fn state_name(snapshot: &Snapshot, target: u64, area_is_current: bool) -> &'static str {
+    let current = snapshot.migration_index.unwrap_or(target);
+    if snapshot.positions == 0 || current == target {
+        "no_migration_required"
+    } else if area_is_current && snapshot.area.cursor >= snapshot.positions {
+        "finalization_required"
+    } else {
+        "migration_required"
+    }
+}
+
+/// Migrates every position of the current snapshot into the migration area.
+pub(crate) async fn migrate<S: OutputSink>(
+    engine: &Engine,
+    sink: &mut S,
+) -> Result<Migrated, EngineError> {
+    let registry = &engine.registry;
+    let target = registry.target_migration_index();
+    let fingerprint = migration_area_fingerprint(registry);
+    let snapshot = engine.store.snapshot().await?;
+    let last = snapshot.positions;
+    let current = snapshot.migration_index.unwrap_or(target);
+    if last == 0 || current == target {
+        sink.line(format!(
+            "State: no_migration_required; nothing to migrate: the datastore is at the target migration index {target} ({last} positions)"
+        ))
+        .await?;
+        return Ok(Migrated::NothingToMigrate);
+    }
+    validate(engine, last, sink).await?;
+
+    let area = &snapshot.area;
+    let area_is_current = area.target == Some(target)
+        && area.fingerprint.as_deref() == Some(fingerprint.as_str())
+        && area.cursor <= last
+        && area.min_mi.is_some();
+    let (mut cursor, mut fresh) = (area.cursor, false);
+    if !area_is_current {
+        if area.target.is_some() {
+            sink.line(format!(
+                "The migration data of {} positions was built for another registry (target migration index {}); it is discarded and every position is migrated again",
+                area.cursor,
+                area.target.unwrap_or_default()
+            ))
+            .await?;
+        }
+        cursor = 0;
+        fresh = true;
+    }
+    let todo = last - cursor;
+    let events_todo = if area_is_current {
+        snapshot.events.saturating_sub(area.source_events)
+    } else {
+        snapshot.events
+    };
+    sink.line(format!(
+        "State: {}; current migration index {current}, target migration index {target}; {todo} positions and {events_todo} events to migrate ({cursor} of {last} positions already migrated)",
+        state_name(&snapshot, target, area_is_current)
+    ))
+    .await?;
+    if todo == 0 {
+        return Ok(Migrated::Done { positions: last });
+    }
+
+    let mut keyframes = match (area_is_current, area.min_mi) {
+        (true, Some(min_mi)) if cursor > 0 => {
+            Keyframes::loaded(engine.store.load_keyframes(min_mi, target).await?)
+        }
+        _ => Keyframes::default(),
+    };
+
+    let rate = engine.options.max_positions_per_second;
+    let batch_size = if rate == 0 {
+        BATCH_POSITIONS
+    } else {
+        (u64::from(rate) / 10).clamp(1, BATCH_POSITIONS)
+    };
+    let started = Instant::now();
+    let mut progress = Progress::new(todo);
+    let mut done = 0u64;
+    let mut events_done = 0u64;
+    let read = |first: u64| {
+        let store = engine.store.clone();
+        let end = last.min(first + batch_size - 1);
+        tokio::spawn(async move { store.read_live(first, end).await })
+    };
+    // The next batch is read while the current one is migrated and written.
+    let mut pending = Some(read(cursor + 1));
+    while let Some(reading) = pending.take() {
+        let batch: Vec<LivePosition> = reading
+            .await
+            .map_err(|err| EngineError::Failed(format!("reading a batch failed: {err}")))??;
+        let batch_last = batch.last().map_or(cursor, |p| p.position);
+        if batch_last < last {
+            pending = Some(read(batch_last + 1));
+        }
+
+        let mut checkpoint = Checkpoint {
+            fresh,
+            from_cursor: cursor,
+            to_cursor: batch_last,
+            target,
+            fingerprint: fingerprint.clone(),
+            min_mi: 0,
+            source_events: 0,
+            migrated_events: 0,
+            positions: Vec::with_capacity(batch.len()),
+            keyframes: Default::default(),
+        };
+        let mut verbose_lines = Vec::new();
+        for live in batch {
+            let migrated = match migrate_position(
+                registry,
+                &mut keyframes,
+                live.position,
+                live.migration_index,
+                live.events_json,
+            ) {
+                Ok(migrated) => migrated,
+                Err(message) => {
+                    if let Some(pending) = pending.take() {
+                        pending.abort();
+                    }
+                    return Err(fail(sink, message).await);
+                }
+            };
+            if engine.options.verbose {
+                verbose_lines.push(format!(
+                    "Position {} from MI {} to MI {target}",
+                    live.position, live.migration_index
+                ));
+            }
+            checkpoint.source_events += migrated.source_events;
+            checkpoint.migrated_events += migrated.events;
+            checkpoint
+                .positions
+                .push((live.position, target, migrated.json));
+        }
+        checkpoint.min_mi = keyframes.min_mi().unwrap_or(target);
+        checkpoint.keyframes = keyframes.take_dirty();
+        if let Err(err) = engine.store.checkpoint(&checkpoint).await {
+            if let Some(pending) = pending.take() {
+                pending.abort();
+            }
+            return Err(err);
+        }
+        fresh = false;
+        done += checkpoint.positions.len() as u64;
+        events_done += checkpoint.source_events;
+        cursor = batch_last;
+        for line in verbose_lines {
+            sink.line(line).await?;
+        }
+        if let Some(line) = progress.line(done, events_done) {
+            sink.line(line).await?;
+        }
+        if cursor < last {
+            if engine.cancel.is_cancelled() {
+                if let Some(pending) = pending.take() {
+                    pending.abort();
+                }
+                sink.line(format!(
+                    "Stopped after position {cursor} ({done} positions migrated in this run); the next run continues there"
+                ))
+                .await?;
+                return Err(EngineError::Cancelled);
+            }
+            if rate > 0 {
+                let due = started + Duration::from_secs_f64(done as f64 / f64::from(rate));
+                tokio::select! {
+                    () = tokio::time::sleep_until(due.into()) => {}
+                    () = engine.cancel.cancelled() => {}
+                }
+            }
+        }
+    }
+    sink.line(format!(
+        "Migrated {done} positions ({events_done} events) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ))
+    .await?;
+    Ok(Migrated::Done { positions: last })
+}
