@@ -195,10 +195,11 @@ pub(crate) async fn migrate<S: OutputSink>(
     };
 
     let rate = engine.options.max_positions_per_second;
+    // With a throttle, about ten checkpoints a second keep the rate smooth.
     let batch_size = if rate == 0 {
-        BATCH_POSITIONS
+        engine.batch_positions
     } else {
-        (u64::from(rate) / 10).clamp(1, BATCH_POSITIONS)
+        (u64::from(rate) / 10).clamp(1, engine.batch_positions)
     };
     let started = Instant::now();
     let mut progress = Progress::new(todo);

@@ -79,6 +79,7 @@ pub struct Engine {
     registry: Arc<Registry>,
     options: EngineOptions,
     cancel: CancellationToken,
+    batch_positions: u64,
 }
 
 impl Engine {
@@ -96,7 +97,17 @@ impl Engine {
             registry,
             options,
             cancel,
+            batch_positions: migrate::BATCH_POSITIONS,
         }
+    }
+
+    /// Sets the number of positions per checkpoint (default 256; at least
+    /// 1). For tests that stop a run after an exact number of positions, and
+    /// for tuning; the throttle may make batches smaller still.
+    #[doc(hidden)]
+    pub fn with_batch_positions(mut self, positions: u64) -> Engine {
+        self.batch_positions = positions.max(1);
+        self
     }
 
     /// Runs the command to the end, or stops at the next durable point.

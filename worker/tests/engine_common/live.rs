@@ -4,6 +4,7 @@
 //!
 //! It keeps the models in memory to build the projection, so it is meant for
 //! one writer on a fresh datastore.
+#![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeSet;
 

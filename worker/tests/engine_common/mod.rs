@@ -417,3 +417,92 @@ pub fn replay(positions: &[(u64, Vec<Event>)]) -> Models {
     }
     models
 }
+
+/// A deterministic, varied, valid history of `positions` positions at MI 1:
+/// two collections, every event type, several events per position.
+pub fn rich_history(setup: &mut Setup, positions: u64, seed: u64) {
+    let mut rng = seed | 1;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    for position in 1..=positions {
+        let mut events = Vec::new();
+        for _ in 0..=next(3) {
+            let collection = if next(3) == 0 { "topic" } else { "motion" };
+            let id = next(6) + 1;
+            let fqid = fqid(&format!("{collection}/{id}"));
+            let model = setup.writer.models().get(&fqid).cloned();
+            let touched = events
+                .iter()
+                .any(|e: &Value| e["fqid"] == json!(fqid.to_string()));
+            if touched {
+                continue;
+            }
+            let event = match model {
+                None => json!({"type": "create", "fqid": fqid.to_string(),
+                    "fields": {"title": format!("t{position}"), "legacy": position, "tag_ids": [next(3)]}}),
+                Some(model) if model.deleted => {
+                    json!({"type": "restore", "fqid": fqid.to_string()})
+                }
+                Some(_) => match next(5) {
+                    0 => json!({"type": "update", "fqid": fqid.to_string(),
+                        "fields": {"title": format!("u{position}"), "text": format!("x{}", next(100))}}),
+                    1 => {
+                        json!({"type": "deletefields", "fqid": fqid.to_string(), "fields": ["text", "legacy"]})
+                    }
+                    2 => json!({"type": "listfields", "fqid": fqid.to_string(),
+                        "add": {"tag_ids": [next(4)]}, "remove": {"tag_ids": [next(4)]}}),
+                    3 => json!({"type": "delete", "fqid": fqid.to_string()}),
+                    _ => {
+                        json!({"type": "update", "fqid": fqid.to_string(), "fields": {"legacy": next(9)}})
+                    }
+                },
+            };
+            events.push(event);
+        }
+        setup.write(1, events);
+    }
+}
+
+/// Three chained migrations 1 -> 4 touching every declarative kind of change.
+pub fn chain_registry() -> Arc<Registry> {
+    registry(vec![
+        rename_field("0002_rename", "motion", "title", "name"),
+        add_field("0003_add", "motion", "weight", json!(0)),
+        remove_field("0004_remove", "motion", "legacy"),
+    ])
+}
+
+/// Runs `command` with `batch` positions per checkpoint, cancelling after
+/// `stop_after` positions (verbose lines); returns the result and output.
+pub async fn run_stopping(
+    setup: &Setup,
+    registry: &Arc<Registry>,
+    command: Command,
+    batch: u64,
+    stop_after: usize,
+) -> (Result<(), EngineError>, Vec<String>) {
+    let cancel = CancellationToken::new();
+    let engine = setup
+        .engine_with(
+            registry,
+            EngineOptions {
+                verbose: true,
+                max_positions_per_second: 0,
+            },
+            TOKEN,
+            cancel.clone(),
+        )
+        .await
+        .with_batch_positions(batch);
+    let mut sink = CancelAfter {
+        lines: Vec::new(),
+        token: cancel,
+        after_verbose_lines: stop_after,
+    };
+    let result = engine.run(command, &mut sink).await;
+    (result, sink.lines)
+}
