@@ -15,7 +15,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use migration_shared::datastore::{apply_event, ApplyError, Event, Fqid, Models};
+use migration_shared::datastore::{apply_event, ApplyError, Event, Fqid, Model, Models};
+use serde_json::Value;
+
+use migration_shared::datastore::model::{META_DELETED, META_POSITION};
 
 use super::store::KeyframeWrites;
 
@@ -92,10 +95,80 @@ impl Keyframes {
                     writes
                         .entry((mi, fqid.collection().to_string()))
                         .or_default()
-                        .push((fqid.id(), model.to_stored_json()));
+                        .push((fqid.id(), stored_json(model)));
                 }
             }
         }
         writes
+    }
+}
+
+/// The bytes of [`Model::to_stored_json`] without cloning the model's fields
+/// (a checkpoint serialises every changed model at every MI, so this is on
+/// the hot path). Relies on the fields map iterating in sorted key order
+/// (serde_json without `preserve_order`), where `to_stored_json` inserts the
+/// `meta_` keys; the unit test below pins the equality.
+fn stored_json(model: &Model) -> String {
+    fn entry(out: &mut Vec<u8>, first: &mut bool, key: &str, value: &Value) {
+        if !std::mem::take(first) {
+            out.push(b',');
+        }
+        // Writing a str or a Value to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, key);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut *out, value);
+    }
+    let position = Value::from(model.position);
+    let mut meta: Vec<(&str, Value)> = Vec::with_capacity(2);
+    if model.deleted {
+        meta.push((META_DELETED, Value::Bool(true)));
+    }
+    meta.push((META_POSITION, position));
+    let mut meta = meta.into_iter().peekable();
+    let mut out = Vec::with_capacity(64 + 32 * model.fields.len());
+    out.push(b'{');
+    let mut first = true;
+    for (key, value) in &model.fields {
+        while let Some((meta_key, meta_value)) =
+            meta.next_if(|(meta_key, _)| *meta_key < key.as_str())
+        {
+            entry(&mut out, &mut first, meta_key, &meta_value);
+        }
+        entry(&mut out, &mut first, key, value);
+    }
+    for (meta_key, meta_value) in meta {
+        entry(&mut out, &mut first, meta_key, &meta_value);
+    }
+    out.push(b'}');
+    String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn stored_json_is_to_stored_json() {
+        for (fields, deleted) in [
+            (json!({}), false),
+            (json!({}), true),
+            (
+                json!({"a": 1, "z": "x\"y", "m": [1, "two"], "meta": {"b": null}}),
+                false,
+            ),
+            (
+                json!({"a": 1, "mete": 2, "meta_": 3, "n": 4.5, "title": "\u{e9}\u{1}"}),
+                true,
+            ),
+            (json!({"zz": true}), true),
+        ] {
+            let model = Model {
+                fields: fields.as_object().unwrap().clone(),
+                position: 42,
+                deleted,
+            };
+            assert_eq!(stored_json(&model), model.to_stored_json());
+        }
     }
 }

@@ -210,12 +210,22 @@ pub(crate) async fn migrate<S: OutputSink>(
         let end = last.min(first + batch_size - 1);
         tokio::spawn(async move { store.read_live(first, end).await })
     };
-    // The next batch is read while the current one is migrated and written.
+    // Three stages overlap: batch k + 1 is read while batch k is migrated,
+    // and batch k is migrated while checkpoint k - 1 is written. Checkpoints
+    // are still sent one after the other (each continues from the cursor the
+    // previous one wrote), and a batch counts as done only when its
+    // checkpoint has landed.
     let mut pending = Some(read(cursor + 1));
+    let mut in_flight: Option<InFlight> = None;
     while let Some(reading) = pending.take() {
-        let batch: Vec<LivePosition> = reading
-            .await
-            .map_err(|err| EngineError::Failed(format!("reading a batch failed: {err}")))??;
+        let batch: Vec<LivePosition> = match reading.await {
+            Ok(Ok(batch)) => batch,
+            Ok(Err(err)) => return Err(abandon(in_flight, err).await),
+            Err(err) => {
+                let err = EngineError::Failed(format!("reading a batch failed: {err}"));
+                return Err(abandon(in_flight, err).await);
+            }
+        };
         let batch_last = batch.last().map_or(cursor, |p| p.position);
         if batch_last < last {
             pending = Some(read(batch_last + 1));
@@ -234,6 +244,7 @@ pub(crate) async fn migrate<S: OutputSink>(
             keyframes: Default::default(),
         };
         let mut verbose_lines = Vec::new();
+        let mut failure = None;
         for live in batch {
             let migrated = match migrate_position(
                 registry,
@@ -244,10 +255,8 @@ pub(crate) async fn migrate<S: OutputSink>(
             ) {
                 Ok(migrated) => migrated,
                 Err(message) => {
-                    if let Some(pending) = pending.take() {
-                        pending.abort();
-                    }
-                    return Err(fail(sink, message).await);
+                    failure = Some(message);
+                    break;
                 }
             };
             if engine.options.verbose {
@@ -262,43 +271,56 @@ pub(crate) async fn migrate<S: OutputSink>(
                 .positions
                 .push((live.position, target, migrated.json));
         }
+
+        // Land the previous checkpoint before this one may be sent.
+        if let Some(previous) = in_flight.take() {
+            let landed = match previous.land(&mut done, &mut events_done).await {
+                Ok(lines) => report(sink, &mut progress, lines, done, events_done).await,
+                Err(err) => Err(err),
+            };
+            if let Err(err) = landed {
+                abort(pending.take());
+                return Err(err);
+            }
+        }
+        if let Some(message) = failure {
+            abort(pending.take());
+            return Err(fail(sink, message).await);
+        }
+        // Everything up to `cursor` is durable here: stop before sending more.
+        if engine.cancel.is_cancelled() {
+            abort(pending.take());
+            sink.line(format!(
+                "Stopped after position {cursor} ({done} positions migrated in this run); the next run continues there"
+            ))
+            .await?;
+            return Err(EngineError::Cancelled);
+        }
+        if rate > 0 && done > 0 {
+            let due = started + Duration::from_secs_f64(done as f64 / f64::from(rate));
+            tokio::select! {
+                () = tokio::time::sleep_until(due.into()) => {}
+                () = engine.cancel.cancelled() => {}
+            }
+        }
+
         checkpoint.min_mi = keyframes.min_mi().unwrap_or(target);
         checkpoint.keyframes = keyframes.take_dirty();
-        if let Err(err) = engine.store.checkpoint(&checkpoint).await {
-            if let Some(pending) = pending.take() {
-                pending.abort();
-            }
-            return Err(err);
-        }
+        let store = engine.store.clone();
+        let positions = checkpoint.positions.len() as u64;
+        let source_events = checkpoint.source_events;
+        in_flight = Some(InFlight {
+            handle: tokio::spawn(async move { store.checkpoint(&checkpoint).await }),
+            positions,
+            source_events,
+            verbose_lines,
+        });
         fresh = false;
-        done += checkpoint.positions.len() as u64;
-        events_done += checkpoint.source_events;
         cursor = batch_last;
-        for line in verbose_lines {
-            sink.line(line).await?;
-        }
-        if let Some(line) = progress.line(done, events_done) {
-            sink.line(line).await?;
-        }
-        if cursor < last {
-            if engine.cancel.is_cancelled() {
-                if let Some(pending) = pending.take() {
-                    pending.abort();
-                }
-                sink.line(format!(
-                    "Stopped after position {cursor} ({done} positions migrated in this run); the next run continues there"
-                ))
-                .await?;
-                return Err(EngineError::Cancelled);
-            }
-            if rate > 0 {
-                let due = started + Duration::from_secs_f64(done as f64 / f64::from(rate));
-                tokio::select! {
-                    () = tokio::time::sleep_until(due.into()) => {}
-                    () = engine.cancel.cancelled() => {}
-                }
-            }
-        }
+    }
+    if let Some(last_checkpoint) = in_flight.take() {
+        let lines = last_checkpoint.land(&mut done, &mut events_done).await?;
+        report(sink, &mut progress, lines, done, events_done).await?;
     }
     sink.line(format!(
         "Migrated {done} positions ({events_done} events) in {:.1} s",
@@ -306,4 +328,60 @@ pub(crate) async fn migrate<S: OutputSink>(
     ))
     .await?;
     Ok(Migrated::Done { positions: last })
+}
+
+/// A checkpoint sent to Redis and not yet confirmed.
+struct InFlight {
+    handle: tokio::task::JoinHandle<Result<(), EngineError>>,
+    positions: u64,
+    source_events: u64,
+    verbose_lines: Vec<String>,
+}
+
+impl InFlight {
+    /// Waits for the checkpoint; on success its positions count as done and
+    /// its verbose lines are returned for output.
+    async fn land(self, done: &mut u64, events_done: &mut u64) -> Result<Vec<String>, EngineError> {
+        self.handle
+            .await
+            .map_err(|err| EngineError::Failed(format!("writing a checkpoint failed: {err}")))??;
+        *done += self.positions;
+        *events_done += self.source_events;
+        Ok(self.verbose_lines)
+    }
+}
+
+/// Waits for a checkpoint in flight (so the output and the durable state
+/// agree) and returns `err`; a refused checkpoint (lock lost) wins.
+async fn abandon(in_flight: Option<InFlight>, err: EngineError) -> EngineError {
+    match in_flight {
+        Some(in_flight) => match in_flight.handle.await {
+            Ok(Err(fenced @ EngineError::Fenced)) => fenced,
+            _ => err,
+        },
+        None => err,
+    }
+}
+
+fn abort(pending: Option<tokio::task::JoinHandle<Result<Vec<LivePosition>, EngineError>>>) {
+    if let Some(pending) = pending {
+        pending.abort();
+    }
+}
+
+/// The output after a checkpoint landed: its verbose lines, then progress.
+async fn report<S: OutputSink>(
+    sink: &mut S,
+    progress: &mut Progress,
+    verbose_lines: Vec<String>,
+    done: u64,
+    events_done: u64,
+) -> Result<(), EngineError> {
+    for line in verbose_lines {
+        sink.line(line).await?;
+    }
+    if let Some(line) = progress.line(done, events_done) {
+        sink.line(line).await?;
+    }
+    Ok(())
 }
