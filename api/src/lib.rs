@@ -1,1 +1,12 @@
+//! `migration-api`: the HTTP face of the migration service (SPEC sections 3,
+//! 4 and 5.1). Any number of replicas may run; all state lives in Redis, so
+//! every replica answers every request the same way.
+//!
+//! The api validates, authenticates, reads and enqueues; it never changes the
+//! migration area (that is `migration-worker`).
 
+pub mod auth;
+pub mod error;
+pub mod routes;
+pub mod startup;
+pub mod state;

@@ -52,22 +52,6 @@ pub struct Stats {
     pub fully_migrated_positions: u64,
 }
 
-/// The fingerprint the migration area is built for: names and
-/// [`fingerprint_source`](crate::migrations::Migration::fingerprint_source)
-/// of every migration, hashed. Stored in `mig:state` by the engine.
-pub fn migration_area_fingerprint(registry: &Registry) -> String {
-    let mut hasher = sha1_smol::Sha1::new();
-    for migration in registry.migrations() {
-        // Length-prefixed, so that no two different lists hash the same text.
-        for part in [migration.name().to_string(), migration.fingerprint_source()] {
-            hasher.update(part.len().to_string().as_bytes());
-            hasher.update(b":");
-            hasher.update(part.as_bytes());
-        }
-    }
-    hasher.digest().to_string()
-}
-
 /// Reads the stats of the datastore under `keys` for `registry`.
 pub async fn read_stats(
     conn: &mut ConnectionManager,
@@ -98,7 +82,7 @@ pub async fn read_stats(
         _ => target,
     };
     let area_is_current = state_target == Some(target)
-        && state_fingerprint.as_deref() == Some(migration_area_fingerprint(registry).as_str());
+        && state_fingerprint.as_deref() == Some(registry.fingerprint().as_str());
     let (fully, partially) = if area_is_current {
         let fully = mi_counts.get(&target).copied().unwrap_or(0);
         let partially = mi_counts

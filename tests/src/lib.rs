@@ -1,1 +1,48 @@
+//! The end-to-end test harness: a private `redis-server` and the REAL
+//! `migration-api` / `migration-worker` binaries, each test its own.
+//!
+//! A test reads like the SPEC:
+//!
+//! ```no_run
+//! # async fn example() {
+//! use migration_tests::TestCluster;
+//! use serde_json::json;
+//!
+//! let cluster = TestCluster::spawn_app();
+//! let api = cluster.client();
+//! let (status, body) = api.write(json!({"user_id": 1, "information": {}, "events": [
+//!     {"type": "create", "fqid": "motion/1", "fields": {"title": "A"}}]})).await;
+//! assert_eq!(status, 200, "{body}");
+//! # }
+//! ```
+//!
+//! - [`TestCluster`]: one private Redis ([`RedisServer`], from
+//!   `migration_shared::test_support`), any number of api replicas and workers
+//!   on it, one temp dir (password file, process logs). Dropping it kills
+//!   everything, also when the test panics.
+//! - [`ApiProcess`] / [`WorkerProcess`]: one real process each, configured
+//!   only through the SPEC section 2 environment variables
+//!   ([`ServiceOptions`]), with signal helpers for crash and shutdown tests.
+//! - [`ApiClient`]: HTTP with the SPEC section 3 `Authorization` header, the
+//!   datastore routes and the migration route.
+//!
+//! The binaries are looked up next to the test executable and built once per
+//! test process ([`binaries`]). Nothing here talks to the Redis on port 6379:
+//! every inherited SPEC variable is removed from the child's environment.
 
+pub mod binaries;
+pub mod client;
+pub mod cluster;
+pub mod inspect;
+pub mod options;
+pub mod process;
+pub mod requests;
+
+pub use binaries::{binary_path, Binary};
+pub use client::{write_request, ApiClient, Auth};
+pub use cluster::{TestCluster, TestClusterBuilder};
+pub use inspect::DatastoreSnapshot;
+pub use migration_shared::keys::Keys;
+pub use migration_shared::test_support::RedisServer;
+pub use options::ServiceOptions;
+pub use process::{ApiProcess, WorkerProcess};

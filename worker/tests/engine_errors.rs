@@ -106,7 +106,7 @@ async fn failing_migration_names_position_and_migration() {
     let message = failed(engine.run(Command::Migrate, &mut sink).await);
     assert_eq!(
         message,
-        "Migration 0003_check (MI 2 -> 3) failed at position 2: motion/1 lacks field 'name'"
+        "migration '0003_check' (to MI 3) failed at position 2: motion/1 lacks field 'name'"
     );
     assert_eq!(sink.lines.last().unwrap(), &message);
     // Live data untouched; position 1 was checkpointed before the failure.
@@ -148,7 +148,7 @@ async fn migrated_event_that_cannot_be_applied_fails_the_migration() {
     let message = failed(result);
     assert_eq!(
         message,
-        "Migration 0002_broken (MI 1 -> 2) failed at position 2: its event create motion/1 cannot be applied: model already exists"
+        "migration '0002_broken' (to MI 2) failed at position 2: its event create motion/1 cannot be applied: model already exists"
     );
     assert_eq!(lines.last().unwrap(), &message);
     assert!(

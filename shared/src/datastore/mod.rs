@@ -4,7 +4,11 @@
 pub mod event;
 pub mod fqid;
 pub mod model;
+pub mod request;
+pub mod writer;
 
 pub use event::{creates_first, Event, Fields, ListValues};
 pub use fqid::{is_reserved_field, is_valid_collection, is_valid_field_name, Fqid};
 pub use model::{apply_event, ApplyError, Model, Models};
+pub use request::{parse_write_body, RequestEvent, WriteRequest};
+pub use writer::{Datastore, DatastoreError, WriteError};

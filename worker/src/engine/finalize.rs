@@ -10,8 +10,6 @@
 //! flip; the flip checks it anyway (STALE) and the engine then migrates the
 //! new positions and flips again, a bounded number of times.
 
-use migration_shared::stats::migration_area_fingerprint;
-
 use super::migrate::{migrate, Migrated};
 use super::store::is_stale;
 use super::{Engine, EngineError, OutputSink};
@@ -25,7 +23,7 @@ pub(crate) async fn finalize<S: OutputSink>(
     sink: &mut S,
 ) -> Result<(), EngineError> {
     let target = engine.registry.target_migration_index();
-    let fingerprint = migration_area_fingerprint(&engine.registry);
+    let fingerprint = engine.registry.fingerprint();
     for attempt in 1..=ATTEMPTS {
         match migrate(engine, sink).await? {
             Migrated::NothingToMigrate => {

@@ -17,8 +17,6 @@
 
 use std::time::{Duration, Instant};
 
-use migration_shared::stats::migration_area_fingerprint;
-
 use super::keyframes::Keyframes;
 use super::position::migrate_position;
 use super::store::{Checkpoint, LivePosition, Snapshot};
@@ -141,7 +139,7 @@ pub(crate) async fn migrate<S: OutputSink>(
 ) -> Result<Migrated, EngineError> {
     let registry = &engine.registry;
     let target = registry.target_migration_index();
-    let fingerprint = migration_area_fingerprint(registry);
+    let fingerprint = registry.fingerprint();
     let snapshot = engine.store.snapshot().await?;
     let last = snapshot.positions;
     let current = snapshot.migration_index.unwrap_or(target);

@@ -6,8 +6,10 @@
 //! the position's events at that MI. Touches no Redis; the caller batches and
 //! persists.
 
-use migration_shared::datastore::{creates_first, Event};
-use migration_shared::migrations::{MigrationContext, Registry};
+use std::sync::LazyLock;
+
+use migration_shared::datastore::{Event, Models};
+use migration_shared::migrations::{MigrationContext, MigrationError, Registry};
 
 use super::keyframes::Keyframes;
 
@@ -39,7 +41,7 @@ pub(crate) fn migrate_position(
 ) -> Result<MigratedPosition, PositionError> {
     let target = registry.target_migration_index();
     let source: Vec<Event> = serde_json::from_str(&source_json).map_err(|err| {
-        format!("Position {position}: its stored events are not valid JSON events: {err}")
+        format!("position {position}: its stored events are not valid events: {err}")
     })?;
     keyframes.ensure_range(source_mi, target);
 
@@ -47,24 +49,17 @@ pub(crate) fn migrate_position(
     // keyframes *before* this position, then applied.
     let mut by_mi: Vec<Vec<Event>> = Vec::with_capacity((target - source_mi + 1) as usize);
     for mi in source_mi..target {
-        let migration = registry
-            .migration_to(mi + 1)
-            .ok_or_else(|| format!("the registry has no migration to MI {}", mi + 1))?;
-        let input = creates_first(by_mi.last().unwrap_or(&source).clone());
         let context = MigrationContext {
             position,
             target_migration_index: mi + 1,
             old: keyframes.at(mi),
             new: keyframes.at(mi + 1),
         };
-        let mut output = migration.migrate(&context, input).map_err(|err| {
-            format!(
-                "Migration {} (MI {mi} -> {}) failed at position {position}: {err}",
-                migration.name(),
-                mi + 1
-            )
-        })?;
-        output.retain(|event| !event.is_empty());
+        let input = by_mi.last().unwrap_or(&source).clone();
+        // Orders creates first, drops empty events, checks storability.
+        let output = registry
+            .migrate_position(&context, input)
+            .map_err(|err| named(registry, &context, err.to_string()))?;
         by_mi.push(output);
     }
 
@@ -73,7 +68,7 @@ pub(crate) fn migrate_position(
             .apply(source_mi, event, position)
             .map_err(|err| {
                 format!(
-                    "Position {position}: its event {} ({} {}) cannot be applied at MI {source_mi}: {err}",
+                    "position {position}: its stored event {} ({} {}) cannot be applied at MI {source_mi}: {err}",
                     index + 1,
                     event.type_name(),
                     event.fqid()
@@ -84,12 +79,20 @@ pub(crate) fn migrate_position(
         let mi = source_mi + 1 + offset as u64;
         for event in events {
             keyframes.apply(mi, event, position).map_err(|err| {
-                let name = registry.migration_to(mi).map_or("?", |m| m.name());
-                format!(
-                    "Migration {name} (MI {} -> {mi}) failed at position {position}: its event {} {} cannot be applied: {err}",
-                    mi - 1,
-                    event.type_name(),
-                    event.fqid()
+                let context = MigrationContext {
+                    position,
+                    target_migration_index: mi,
+                    old: &EMPTY,
+                    new: &EMPTY,
+                };
+                named(
+                    registry,
+                    &context,
+                    format!(
+                        "its event {} {} cannot be applied: {err}",
+                        event.type_name(),
+                        event.fqid()
+                    ),
                 )
             })?;
         }
@@ -99,7 +102,7 @@ pub(crate) fn migrate_position(
     let (json, events) = match by_mi.pop() {
         Some(migrated) if migrated != source => {
             let json = serde_json::to_string(&migrated)
-                .map_err(|err| format!("Position {position}: cannot serialise events: {err}"))?;
+                .map_err(|err| format!("position {position}: cannot serialise events: {err}"))?;
             (json, migrated.len() as u64)
         }
         _ => (source_json, source_events),
@@ -109,4 +112,21 @@ pub(crate) fn migrate_position(
         events,
         source_events,
     })
+}
+
+static EMPTY: LazyLock<Models> = LazyLock::new(Models::new);
+
+/// The error in the one shape every migration exception takes
+/// (`migration '<name>' (to MI <n>) failed at position <p>: <detail>`, see
+/// [`MigrationError::at`]); messages a migration already built that way are
+/// kept as they are.
+fn named(registry: &Registry, context: &MigrationContext<'_>, detail: String) -> PositionError {
+    let name = registry
+        .migration_to(context.target_migration_index)
+        .map_or("?", |migration| migration.name());
+    if detail.starts_with(&format!("migration '{name}' ")) {
+        detail
+    } else {
+        MigrationError::at(name, context, detail).0
+    }
 }

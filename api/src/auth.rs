@@ -1,0 +1,89 @@
+//! Internal authentication (SPEC section 3), as a middleware on `/internal/`.
+//!
+//! The header is `Authorization: <base64 of the password>` with no scheme
+//! word, as the original backend's operator tooling sends it. The password
+//! file's content is accepted as is, and with one trailing newline removed
+//! (files written by `echo` end in one). Comparison is constant-time.
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::Response;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::Engine;
+use migration_shared::config::AuthConfig;
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Lets the request through only with the right password.
+pub async fn require_internal_auth(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    check(
+        state.auth(),
+        request.headers().get(AUTHORIZATION).map(|v| v.as_bytes()),
+    )?;
+    Ok(next.run(request).await)
+}
+
+/// The decision, separate from axum for unit tests.
+pub fn check(auth: &AuthConfig, header: Option<&[u8]>) -> Result<(), ApiError> {
+    let password = match auth {
+        AuthConfig::Password(password) => password,
+        AuthConfig::Unavailable(reason) => return Err(ApiError::AuthUnavailable(reason.clone())),
+    };
+    let header = header.ok_or_else(|| {
+        ApiError::Unauthorized(
+            "missing Authorization header (expected the base64 of the internal password)".into(),
+        )
+    })?;
+    let text = std::str::from_utf8(header)
+        .map(str::trim)
+        .map_err(|_| ApiError::Unauthorized("Authorization header is not base64".into()))?;
+    let given = STANDARD
+        .decode(text)
+        .or_else(|_| STANDARD_NO_PAD.decode(text))
+        .map_err(|_| ApiError::Unauthorized("Authorization header is not base64".into()))?;
+    let without_newline = password.strip_suffix(b"\n").unwrap_or(password);
+    let matches = given.as_slice().ct_eq(password.as_slice()).unwrap_u8()
+        | given.as_slice().ct_eq(without_newline).unwrap_u8();
+    if matches == 1 {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized("wrong internal password".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(password: &str) -> Vec<u8> {
+        STANDARD.encode(password).into_bytes()
+    }
+
+    #[test]
+    fn decisions() {
+        let auth = AuthConfig::Password(b"secret\n".to_vec());
+        assert!(check(&auth, Some(&header("secret"))).is_ok());
+        assert!(check(&auth, Some(&header("secret\n"))).is_ok());
+        assert!(matches!(
+            check(&auth, Some(&header("wrong"))),
+            Err(ApiError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            check(&auth, Some(b"%%%")),
+            Err(ApiError::Unauthorized(_))
+        ));
+        assert!(matches!(check(&auth, None), Err(ApiError::Unauthorized(_))));
+        let none = AuthConfig::Unavailable("no password".into());
+        assert!(matches!(
+            check(&none, Some(&header("secret"))),
+            Err(ApiError::AuthUnavailable(_))
+        ));
+    }
+}

@@ -1,0 +1,89 @@
+//! Building and running the app: `main` and the tests call the same [`run`].
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::{middleware, Router};
+use migration_shared::config::{Config, ConfigError};
+use migration_shared::migrations::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::require_internal_auth;
+use crate::routes::{health, reader, writer, MAX_BODY_BYTES};
+use crate::state::AppState;
+
+/// Builds the registry from `MIGRATIONS_FILE` (or the compiled-in one).
+pub fn load_registry(config: &Config) -> Result<Arc<Registry>, ConfigError> {
+    let registry = Registry::load(config.migrations_file.as_deref())?;
+    tracing::info!(
+        migrations = registry.migrations().len(),
+        target_migration_index = registry.target_migration_index(),
+        fingerprint = %registry.fingerprint(),
+        "migration registry loaded"
+    );
+    Ok(Arc::new(registry))
+}
+
+/// The router with every route and layer.
+pub fn router(state: AppState) -> Router {
+    let internal = Router::new()
+        .route("/internal/datastore/writer/write", post(writer::write))
+        .route("/internal/datastore/reader/get", post(reader::get))
+        .route("/internal/datastore/reader/get_all", post(reader::get_all))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_internal_auth,
+        ));
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/system/action/health", get(health::health))
+        .merge(internal)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes, then drains in-flight requests.
+pub async fn run(
+    config: Config,
+    registry: Arc<Registry>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let state = AppState::new(config, registry).map_err(std::io::Error::other)?;
+    tracing::info!(addr = %listener.local_addr()?, "migration-api listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Completes at the first SIGTERM or SIGINT.
+pub fn shutdown_on_signal() -> impl Future<Output = ()> + Send + 'static {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: draining requests");
+        trigger.cancel();
+    });
+    async move { token.cancelled().await }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

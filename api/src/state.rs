@@ -1,0 +1,50 @@
+//! The state every handler shares: one `Clone` struct (cheap: handles only).
+
+use std::sync::Arc;
+
+use migration_shared::config::{AuthConfig, Config};
+use migration_shared::datastore::Datastore;
+use migration_shared::keys::Keys;
+use migration_shared::migrations::Registry;
+use redis::aio::ConnectionManager;
+
+/// Shared by all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The configuration, parsed once at start.
+    pub config: Arc<Config>,
+    /// The migration registry, built once at start.
+    pub registry: Arc<Registry>,
+    /// Key names under `REDIS_KEY_PREFIX`.
+    pub keys: Keys,
+    /// The shared, self-reconnecting Redis connection.
+    pub redis: ConnectionManager,
+    /// The datastore over that connection.
+    pub datastore: Datastore,
+}
+
+impl AppState {
+    /// State for `config`; connects to Redis lazily (the api starts while
+    /// Redis is down and answers 503 until it is back).
+    pub fn new(config: Config, registry: Arc<Registry>) -> redis::RedisResult<AppState> {
+        let redis = migration_shared::redis_client::connection_manager(&config.redis_url)?;
+        let keys = Keys::new(&config.key_prefix);
+        let datastore = Datastore::new(
+            redis.clone(),
+            keys.clone(),
+            registry.target_migration_index(),
+        );
+        Ok(AppState {
+            config: Arc::new(config),
+            registry,
+            keys,
+            redis,
+            datastore,
+        })
+    }
+
+    /// How `/internal/` requests are authenticated.
+    pub fn auth(&self) -> &AuthConfig {
+        &self.config.auth
+    }
+}
