@@ -1,10 +1,10 @@
 //! Benchmark of the migration engine (run by `scripts/bench.sh`).
 //!
 //! `bench seed <redis-url> <positions>`: writes `positions` x 10 events
-//! (1 create + 9 updates of existing models, ~5 fields each) in the live
+//! (1 create + 9 updates of existing models, 5 fields each) in the live
 //! datastore format, pipelined.
 //! `bench run <redis-url> <redis-set-per-s>`: runs `migrate` then `finalize`
-//! with one `rename_field` migration and prints one JSON line with the
+//! with one declarative `rename_field` migration (the `MIGRATIONS_FILE` kind) and prints one JSON line with the
 //! figures. Seeding runs in its own process so that the engine's peak RSS
 //! (VmHWM) is the engine's alone.
 
@@ -16,50 +16,12 @@ use std::time::Instant;
 
 use migration_shared::datastore::{Event, Fields};
 use migration_shared::keys::Keys;
-use migration_shared::migrations::{Migration, MigrationContext, MigrationError, Registry};
+use migration_shared::migrations::Registry;
 use migration_worker::engine::{Command, Engine, EngineError, EngineOptions, Fence, OutputSink};
 use serde_json::json;
 
 const PREFIX: &str = "bench";
 const TOKEN: u64 = 1;
-
-struct Rename;
-
-impl Migration for Rename {
-    fn name(&self) -> &str {
-        "0002_rename_title"
-    }
-    fn fingerprint_source(&self) -> String {
-        "rename motion title name".into()
-    }
-    fn migrate(
-        &self,
-        _context: &MigrationContext<'_>,
-        mut events: Vec<Event>,
-    ) -> Result<Vec<Event>, MigrationError> {
-        for event in &mut events {
-            if event.fqid().collection() != "motion" {
-                continue;
-            }
-            match event {
-                Event::Create { fields, .. } | Event::Update { fields, .. } => {
-                    if let Some(value) = fields.remove("title") {
-                        fields.insert("name".into(), value);
-                    }
-                }
-                Event::Deletefields { fields, .. } => {
-                    for field in fields.iter_mut() {
-                        if field == "title" {
-                            *field = "name".into();
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(events)
-    }
-}
 
 struct Quiet(Vec<String>);
 
@@ -143,7 +105,11 @@ async fn run(url: &str, redis_set_per_s: f64) -> Result<(), Box<dyn std::error::
     let mut sync = redis::Client::open(url)?.get_connection()?;
     let positions: u64 = redis::cmd("GET").arg(keys.position()).query(&mut sync)?;
     let events: u64 = redis::cmd("GET").arg(keys.event_count()).query(&mut sync)?;
-    let registry = Arc::new(Registry::new(vec![Arc::new(Rename) as Arc<dyn Migration>]));
+    let registry = Arc::new(Registry::from_json(
+        std::path::Path::new("bench"),
+        r#"{"migrations": [{"name": "0002_rename_title", "ops": [
+            {"op": "rename_field", "collection": "motion", "old": "title", "new": "name"}]}]}"#,
+    )?);
     let engine = Engine::new(
         conn,
         keys,
