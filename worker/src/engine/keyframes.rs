@@ -90,13 +90,20 @@ impl Keyframes {
         let mut writes = KeyframeWrites::new();
         for (mi, fqids) in std::mem::take(&mut self.dirty) {
             let models = &self.by_mi[&mi];
-            for fqid in fqids {
-                if let Some(model) = models.get(&fqid) {
-                    writes
-                        .entry((mi, fqid.collection().to_string()))
+            // Grouped by borrowed collection name: one allocation per
+            // collection, not per model.
+            let mut by_collection: std::collections::HashMap<&str, Vec<(u64, String)>> =
+                std::collections::HashMap::new();
+            for fqid in &fqids {
+                if let Some(model) = models.get(fqid) {
+                    by_collection
+                        .entry(fqid.collection())
                         .or_default()
                         .push((fqid.id(), stored_json(model)));
                 }
+            }
+            for (collection, entries) in by_collection {
+                writes.insert((mi, collection.to_string()), entries);
             }
         }
         writes

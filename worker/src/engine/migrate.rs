@@ -250,6 +250,7 @@ pub(crate) async fn migrate<S: OutputSink>(
                 live.position,
                 live.migration_index,
                 live.events_json,
+                live.events,
             ) {
                 Ok(migrated) => migrated,
                 Err(message) => {
@@ -267,7 +268,7 @@ pub(crate) async fn migrate<S: OutputSink>(
             checkpoint.migrated_events += migrated.events;
             checkpoint
                 .positions
-                .push((live.position, target, migrated.json));
+                .push((live.position, target, migrated.events_json));
         }
 
         // Land the previous checkpoint before this one may be sent.

@@ -12,13 +12,13 @@ use migration_shared::datastore::{Event, Models};
 use migration_shared::migrations::{MigrationContext, MigrationError, Registry};
 
 use super::keyframes::Keyframes;
+use super::store::EventsJson;
 
 /// One migrated position, ready for a checkpoint.
 pub(crate) struct MigratedPosition {
-    /// The events at the target MI, as stored JSON (the live JSON itself when
-    /// no migration changed them, so unchanged positions are never
-    /// re-serialised).
-    pub(crate) json: String,
+    /// The events at the target MI (the live JSON itself when no migration
+    /// changed them, so unchanged positions are never re-serialised).
+    pub(crate) events_json: EventsJson,
     /// How many events that is.
     pub(crate) events: u64,
     /// How many live events the position had.
@@ -38,11 +38,10 @@ pub(crate) fn migrate_position(
     position: u64,
     source_mi: u64,
     source_json: String,
+    source: Result<Vec<Event>, String>,
 ) -> Result<MigratedPosition, PositionError> {
     let target = registry.target_migration_index();
-    let source: Vec<Event> = serde_json::from_str(&source_json).map_err(|err| {
-        format!("position {position}: its stored events are not valid events: {err}")
-    })?;
+    let source = source?;
     keyframes.ensure_range(source_mi, target);
 
     // Events at each MI from source_mi to target; all computed against the
@@ -99,16 +98,15 @@ pub(crate) fn migrate_position(
     }
 
     let source_events = source.len() as u64;
-    let (json, events) = match by_mi.pop() {
+    let (events_json, events) = match by_mi.pop() {
         Some(migrated) if migrated != source => {
-            let json = serde_json::to_string(&migrated)
-                .map_err(|err| format!("position {position}: cannot serialise events: {err}"))?;
-            (json, migrated.len() as u64)
+            let count = migrated.len() as u64;
+            (EventsJson::Events(migrated), count)
         }
-        _ => (source_json, source_events),
+        _ => (EventsJson::Raw(source_json), source_events),
     };
     Ok(MigratedPosition {
-        json,
+        events_json,
         events,
         source_events,
     })

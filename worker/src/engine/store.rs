@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use migration_shared::datastore::{Fqid, Model, Models};
+use migration_shared::datastore::{Event, Fqid, Model, Models};
 use migration_shared::engine_scripts::{self, FENCED, STALE};
 use migration_shared::keys::Keys;
 use redis::aio::ConnectionManager;
@@ -39,11 +39,24 @@ pub(crate) struct Snapshot {
     pub(crate) area: AreaState,
 }
 
-/// One position of a batch as read from the live datastore.
+/// One position of a batch as read from the live datastore. The events are
+/// parsed by the reading task, so parsing runs beside the migration of the
+/// previous batch.
 pub(crate) struct LivePosition {
     pub(crate) position: u64,
     pub(crate) migration_index: u64,
     pub(crate) events_json: String,
+    /// The parsed events, or why they could not be parsed.
+    pub(crate) events: Result<Vec<Event>, String>,
+}
+
+/// The migrated events of one position as a checkpoint stores them.
+pub(crate) enum EventsJson {
+    /// The live JSON, unchanged (no migration changed the events).
+    Raw(String),
+    /// Changed events, serialised by the checkpoint task (beside the
+    /// migration of the next batch).
+    Events(Vec<Event>),
 }
 
 /// The keyframe models a checkpoint writes: (MI, collection) -> id -> JSON.
@@ -59,8 +72,8 @@ pub(crate) struct Checkpoint {
     pub(crate) min_mi: u64,
     pub(crate) source_events: u64,
     pub(crate) migrated_events: u64,
-    /// (position, migrated MI, JSON events)
-    pub(crate) positions: Vec<(u64, u64, String)>,
+    /// (position, migrated MI, events)
+    pub(crate) positions: Vec<(u64, u64, EventsJson)>,
     pub(crate) keyframes: KeyframeWrites,
 }
 
@@ -179,10 +192,14 @@ impl Store {
                     "Position {position} has no stored events or no migration index in the live datastore"
                 )));
             };
+            let events = serde_json::from_str(&events_json).map_err(|err| {
+                format!("position {position}: its stored events are not valid events: {err}")
+            });
             batch.push(LivePosition {
                 position,
                 migration_index,
                 events_json,
+                events,
             });
         }
         Ok(batch)
@@ -249,8 +266,19 @@ impl Store {
             .arg(checkpoint.source_events)
             .arg(checkpoint.migrated_events)
             .arg(checkpoint.positions.len());
-        for (position, mi, json) in &checkpoint.positions {
-            invocation.arg(position).arg(mi).arg(json);
+        for (position, mi, events) in &checkpoint.positions {
+            invocation.arg(position).arg(mi);
+            match events {
+                EventsJson::Raw(json) => invocation.arg(json),
+                EventsJson::Events(events) => {
+                    let json = serde_json::to_string(events).map_err(|err| {
+                        EngineError::Failed(format!(
+                            "position {position}: cannot serialise its migrated events: {err}"
+                        ))
+                    })?;
+                    invocation.arg(json)
+                }
+            };
         }
         invocation.arg(checkpoint.keyframes.len());
         // KEYS[1..6] are above; keyframe keys follow (1-based for Lua).
