@@ -18,7 +18,8 @@
 --
 -- Guarantees: refuses (FENCED) unless the caller holds the lock; refuses
 -- (STALE) unless the migration area is complete for the target: built for this
--- registry, cursor = ds:position, and every position 1..cursor has migrated
+-- registry, cursor = ds:position = keyframe_cursor (the keyframes are flushed
+-- up to the last position), and every position 1..cursor has migrated
 -- events and migrated MI = target. Then, atomically: the migrated events,
 -- position MIs and target keyframes replace the live ones (live collections
 -- without a keyframe are deleted), ds:collections, ds:migration_index and
@@ -31,10 +32,11 @@ if redis.call('HGET', KEYS[1], 'fencing_token') ~= ARGV[1] then
   return redis.error_reply('FENCED fencing token ' .. ARGV[1] .. ' no longer holds the lock')
 end
 local target, base = ARGV[2], ARGV[4]
-local s = redis.call('HMGET', KEYS[2], 'cursor', 'target', 'fingerprint', 'migrated_events')
+local s = redis.call('HMGET', KEYS[2], 'cursor', 'target', 'fingerprint', 'migrated_events',
+  'keyframe_cursor')
 local cursor = tonumber(s[1] or '0')
 local live = tonumber(redis.call('GET', KEYS[12]) or '0')
-if s[2] ~= target or s[3] ~= ARGV[3] or cursor ~= live then
+if s[2] ~= target or s[3] ~= ARGV[3] or cursor ~= live or s[5] ~= s[1] then
   return redis.error_reply('STALE the migration area is not complete for the target (cursor '
     .. tostring(s[1]) .. ', positions ' .. live .. ')')
 end

@@ -56,7 +56,7 @@ async fn stats_in_each_state() {
             partial.fully_migrated_positions,
             partial.partially_migrated_positions
         ),
-        (4, 0)
+        (5, 0)
     );
 
     // Another registry: the migration data is stale, not fully migrated.
@@ -68,7 +68,7 @@ async fn stats_in_each_state() {
             stale.fully_migrated_positions,
             stale.partially_migrated_positions
         ),
-        (0, 4)
+        (0, 5)
     );
     assert_eq!(stale.target_migration_index, 5);
 

@@ -84,6 +84,11 @@ impl Keyframes {
         Ok(())
     }
 
+    /// How many (MI, model) pairs changed since the last flush.
+    pub(crate) fn dirty_len(&self) -> usize {
+        self.dirty.values().map(HashSet::len).sum()
+    }
+
     /// The changed models as stored JSON, grouped by (MI, collection); clears
     /// the dirty set.
     pub(crate) fn take_dirty(&mut self) -> KeyframeWrites {

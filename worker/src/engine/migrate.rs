@@ -19,13 +19,22 @@ use std::time::{Duration, Instant};
 
 use super::keyframes::Keyframes;
 use super::position::migrate_position;
-use super::store::{Checkpoint, LivePosition, Snapshot};
+use super::store::{Checkpoint, LivePosition, Mode, Snapshot};
 use super::{Engine, EngineError, OutputSink};
 
 /// Positions per checkpoint without a throttle: big enough that the round
 /// trips and the script call are amortised, small enough that one script
 /// blocks Redis only for a few milliseconds.
 pub(crate) const BATCH_POSITIONS: u64 = 256;
+
+/// Longest time between two keyframe flushes: what a crash can cost in
+/// redone work. Between flushes the changed models are deduplicated, which
+/// is most of the write volume of a checkpoint.
+const KEYFRAME_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Flush earlier when this many (MI, model) pairs changed, so that one
+/// checkpoint script stays small enough not to stall Redis.
+const KEYFRAME_FLUSH_MODELS: usize = 50_000;
 
 /// How a migrate pass ended.
 pub(crate) enum Migrated {
@@ -156,8 +165,16 @@ pub(crate) async fn migrate<S: OutputSink>(
     let area_is_current = area.target == Some(target)
         && area.fingerprint.as_deref() == Some(fingerprint.as_str())
         && area.cursor <= last
+        && area.keyframe_cursor <= area.cursor
         && area.min_mi.is_some();
-    let (mut cursor, mut fresh) = (area.cursor, false);
+    // A run resumes after the last keyframe flush; positions a crashed run
+    // migrated after it are redone (identically) and forgotten by the first
+    // checkpoint.
+    let (mut cursor, mut mode) = if area.cursor > area.keyframe_cursor {
+        (area.keyframe_cursor, Mode::Resume)
+    } else {
+        (area.keyframe_cursor, Mode::Continue)
+    };
     if !area_is_current {
         if area.target.is_some() {
             sink.line(format!(
@@ -168,11 +185,11 @@ pub(crate) async fn migrate<S: OutputSink>(
             .await?;
         }
         cursor = 0;
-        fresh = true;
+        mode = Mode::Fresh;
     }
     let todo = last - cursor;
     let events_todo = if area_is_current {
-        snapshot.events.saturating_sub(area.source_events)
+        snapshot.events.saturating_sub(area.keyframe_source_events)
     } else {
         snapshot.events
     };
@@ -215,6 +232,7 @@ pub(crate) async fn migrate<S: OutputSink>(
     // checkpoint has landed.
     let mut pending = Some(read(cursor + 1));
     let mut in_flight: Option<InFlight> = None;
+    let mut last_flush = Instant::now();
     while let Some(reading) = pending.take() {
         let batch: Vec<LivePosition> = match reading.await {
             Ok(Ok(batch)) => batch,
@@ -230,12 +248,12 @@ pub(crate) async fn migrate<S: OutputSink>(
         }
 
         let mut checkpoint = Checkpoint {
-            fresh,
+            mode,
             from_cursor: cursor,
             to_cursor: batch_last,
             target,
             fingerprint: fingerprint.clone(),
-            min_mi: 0,
+            min_mi: None,
             source_events: 0,
             migrated_events: 0,
             positions: Vec::with_capacity(batch.len()),
@@ -286,16 +304,8 @@ pub(crate) async fn migrate<S: OutputSink>(
             abort(pending.take());
             return Err(fail(sink, message).await);
         }
-        // Everything up to `cursor` is durable here: stop before sending more.
-        if engine.cancel.is_cancelled() {
-            abort(pending.take());
-            sink.line(format!(
-                "Stopped after position {cursor} ({done} positions migrated in this run); the next run continues there"
-            ))
-            .await?;
-            return Err(EngineError::Cancelled);
-        }
-        if rate > 0 && done > 0 {
+        let stopping = engine.cancel.is_cancelled();
+        if rate > 0 && done > 0 && !stopping {
             let due = started + Duration::from_secs_f64(done as f64 / f64::from(rate));
             tokio::select! {
                 () = tokio::time::sleep_until(due.into()) => {}
@@ -303,8 +313,19 @@ pub(crate) async fn migrate<S: OutputSink>(
             }
         }
 
-        checkpoint.min_mi = keyframes.min_mi().unwrap_or(target);
-        checkpoint.keyframes = keyframes.take_dirty();
+        // The keyframes are flushed (the changed models since the last
+        // flush, deduplicated) at most every KEYFRAME_FLUSH_INTERVAL, and
+        // always at the end and when stopping, so that the checkpoint a run
+        // ends with is one a later run resumes from.
+        let flush = stopping
+            || batch_last == last
+            || last_flush.elapsed() >= KEYFRAME_FLUSH_INTERVAL
+            || keyframes.dirty_len() >= KEYFRAME_FLUSH_MODELS;
+        if flush {
+            checkpoint.min_mi = Some(keyframes.min_mi().unwrap_or(target));
+            checkpoint.keyframes = keyframes.take_dirty();
+            last_flush = Instant::now();
+        }
         let store = engine.store.clone();
         let positions = checkpoint.positions.len() as u64;
         let source_events = checkpoint.source_events;
@@ -314,8 +335,20 @@ pub(crate) async fn migrate<S: OutputSink>(
             source_events,
             verbose_lines,
         });
-        fresh = false;
+        mode = Mode::Continue;
         cursor = batch_last;
+        if stopping && cursor < last {
+            abort(pending.take());
+            if let Some(stopped) = in_flight.take() {
+                let lines = stopped.land(&mut done, &mut events_done).await?;
+                report(sink, &mut progress, lines, done, events_done).await?;
+            }
+            sink.line(format!(
+                "Stopped after position {cursor} ({done} positions migrated in this run); the next run continues there"
+            ))
+            .await?;
+            return Err(EngineError::Cancelled);
+        }
     }
     if let Some(last_checkpoint) = in_flight.take() {
         let lines = last_checkpoint.land(&mut done, &mut events_done).await?;

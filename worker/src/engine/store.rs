@@ -21,7 +21,12 @@ const MI_CHUNK: u64 = 5000;
 /// What `mig:state` says about the migration area.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct AreaState {
+    /// Last position with migration data.
     pub(crate) cursor: u64,
+    /// Last position the stored keyframes include (a run resumes after it).
+    pub(crate) keyframe_cursor: u64,
+    /// Live events of the positions up to `keyframe_cursor`.
+    pub(crate) keyframe_source_events: u64,
     pub(crate) target: Option<u64>,
     pub(crate) fingerprint: Option<String>,
     pub(crate) min_mi: Option<u64>,
@@ -62,14 +67,27 @@ pub(crate) enum EventsJson {
 /// The keyframe models a checkpoint writes: (MI, collection) -> id -> JSON.
 pub(crate) type KeyframeWrites = BTreeMap<(u64, String), Vec<(u64, String)>>;
 
+/// How a checkpoint relates to the migration area it writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Delete the area first (none yet, or built for another registry).
+    Fresh,
+    /// Continue after `mig:state.cursor`.
+    Continue,
+    /// Continue after `mig:state.keyframe_cursor`, forgetting the positions
+    /// after it (a crashed run wrote them; they are redone identically).
+    Resume,
+}
+
 /// Everything one checkpoint writes.
 pub(crate) struct Checkpoint {
-    pub(crate) fresh: bool,
+    pub(crate) mode: Mode,
     pub(crate) from_cursor: u64,
     pub(crate) to_cursor: u64,
     pub(crate) target: u64,
     pub(crate) fingerprint: String,
-    pub(crate) min_mi: u64,
+    /// `Some(lowest keyframe MI)` when this checkpoint flushes the keyframes.
+    pub(crate) min_mi: Option<u64>,
     pub(crate) source_events: u64,
     pub(crate) migrated_events: u64,
     /// (position, migrated MI, events)
@@ -134,6 +152,8 @@ impl Store {
             events: events.unwrap_or(0),
             area: AreaState {
                 cursor: parse_u64(&area, "cursor").unwrap_or(0),
+                keyframe_cursor: parse_u64(&area, "keyframe_cursor").unwrap_or(0),
+                keyframe_source_events: parse_u64(&area, "keyframe_source_events").unwrap_or(0),
                 target: parse_u64(&area, "target"),
                 fingerprint: area.get("fingerprint").cloned(),
                 min_mi: parse_u64(&area, "min_mi"),
@@ -253,16 +273,21 @@ impl Store {
             .key(keys.mig_mi_counts());
         invocation
             .arg(&self.token)
-            .arg(if checkpoint.fresh {
-                "fresh"
-            } else {
-                "continue"
+            .arg(match checkpoint.mode {
+                Mode::Fresh => "fresh",
+                Mode::Continue => "continue",
+                Mode::Resume => "resume",
             })
             .arg(checkpoint.from_cursor)
             .arg(checkpoint.to_cursor)
             .arg(checkpoint.target)
             .arg(&checkpoint.fingerprint)
-            .arg(checkpoint.min_mi)
+            .arg(
+                checkpoint
+                    .min_mi
+                    .map(|mi| mi.to_string())
+                    .unwrap_or_default(),
+            )
             .arg(checkpoint.source_events)
             .arg(checkpoint.migrated_events)
             .arg(checkpoint.positions.len());
