@@ -258,6 +258,7 @@ pub(crate) async fn migrate<S: OutputSink>(
             migrated_events: 0,
             positions: Vec::with_capacity(batch.len()),
             keyframes: Default::default(),
+            garbage: Vec::new(),
         };
         let mut verbose_lines = Vec::new();
         let mut failure = None;
@@ -282,6 +283,7 @@ pub(crate) async fn migrate<S: OutputSink>(
                     live.position, live.migration_index
                 ));
             }
+            checkpoint.garbage.extend(migrated.garbage);
             checkpoint.source_events += migrated.source_events;
             checkpoint.migrated_events += migrated.events;
             checkpoint

@@ -23,6 +23,9 @@ pub(crate) struct MigratedPosition {
     pub(crate) events: u64,
     /// How many live events the position had.
     pub(crate) source_events: u64,
+    /// The events of the other MIs, no longer needed: freeing them is left
+    /// to the checkpoint task, off the migrating thread.
+    pub(crate) garbage: Vec<Vec<Event>>,
 }
 
 /// Why a position could not be migrated: the message becomes the job's
@@ -103,12 +106,17 @@ pub(crate) fn migrate_position(
             let count = migrated.len() as u64;
             (EventsJson::Events(migrated), count)
         }
-        _ => (EventsJson::Raw(source_json), source_events),
+        unchanged => {
+            by_mi.extend(unchanged);
+            (EventsJson::Raw(source_json), source_events)
+        }
     };
+    by_mi.push(source);
     Ok(MigratedPosition {
         events_json,
         events,
         source_events,
+        garbage: by_mi,
     })
 }
 

@@ -93,6 +93,9 @@ pub(crate) struct Checkpoint {
     /// (position, migrated MI, events)
     pub(crate) positions: Vec<(u64, u64, EventsJson)>,
     pub(crate) keyframes: KeyframeWrites,
+    /// Events the batch no longer needs, dropped with the checkpoint (in its
+    /// task, beside the migration of the next batch).
+    pub(crate) garbage: Vec<Vec<Event>>,
 }
 
 /// Maps script refusals to engine errors.
