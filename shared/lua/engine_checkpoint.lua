@@ -51,6 +51,9 @@ else
     field = 'keyframe_cursor'
   end
   local s = redis.call('HMGET', state, field, 'target', 'fingerprint', 'cursor')
+  if not s[1] and field == 'keyframe_cursor' then
+    s[1] = '0' -- no flush yet: resume from the start
+  end
   if s[1] ~= ARGV[3] or s[2] ~= ARGV[5] or s[3] ~= ARGV[6] then
     return redis.error_reply('STALE the migration area is no longer at ' .. field .. ' ' .. ARGV[3])
   end

@@ -137,6 +137,10 @@ async fn migrate_fenced_after_k_positions_resumes_identically() {
         );
         set_token(&mut setup.conn, TOKEN);
         let lines = setup.run_ok(&registry, Command::Migrate).await;
+        assert!(
+            !lines.iter().any(|l| l.contains("another registry")),
+            "same registry: the area is resumed, not discarded: {lines:?}"
+        );
         let resumed_from = if clean > 0 { clean + 1 } else { 0 };
         assert!(
             lines.iter().any(|l| l.contains(&format!(

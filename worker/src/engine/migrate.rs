@@ -166,7 +166,7 @@ pub(crate) async fn migrate<S: OutputSink>(
         && area.fingerprint.as_deref() == Some(fingerprint.as_str())
         && area.cursor <= last
         && area.keyframe_cursor <= area.cursor
-        && area.min_mi.is_some();
+        && (area.keyframe_cursor == 0 || area.min_mi.is_some());
     // A run resumes after the last keyframe flush; positions a crashed run
     // migrated after it are redone (identically) and forgotten by the first
     // checkpoint.
