@@ -118,6 +118,10 @@ async fn run(url: &str, redis_set_per_s: f64) -> Result<(), Box<dyn std::error::
         EngineOptions::default(),
         Default::default(),
     );
+    let engine = match std::env::var("BENCH_KEYFRAME_FLUSH_MODELS") {
+        Ok(models) => engine.with_keyframe_flush_models(models.parse()?),
+        Err(_) => engine,
+    };
     let mut sink = Quiet(Vec::new());
     let started = Instant::now();
     engine.run(Command::Migrate, &mut sink).await?;

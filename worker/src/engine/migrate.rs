@@ -34,7 +34,7 @@ const KEYFRAME_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Flush earlier when this many (MI, model) pairs changed, so that one
 /// checkpoint script stays small enough not to stall Redis.
-const KEYFRAME_FLUSH_MODELS: usize = 50_000;
+pub(crate) const KEYFRAME_FLUSH_MODELS: usize = 100_000;
 
 /// How a migrate pass ended.
 pub(crate) enum Migrated {
@@ -322,7 +322,7 @@ pub(crate) async fn migrate<S: OutputSink>(
         let flush = stopping
             || batch_last == last
             || last_flush.elapsed() >= KEYFRAME_FLUSH_INTERVAL
-            || keyframes.dirty_len() >= KEYFRAME_FLUSH_MODELS;
+            || keyframes.dirty_len() >= engine.keyframe_flush_models;
         if flush {
             checkpoint.min_mi = Some(keyframes.min_mi().unwrap_or(target));
             checkpoint.keyframes = keyframes.take_dirty();

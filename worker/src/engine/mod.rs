@@ -80,6 +80,7 @@ pub struct Engine {
     options: EngineOptions,
     cancel: CancellationToken,
     batch_positions: u64,
+    keyframe_flush_models: usize,
 }
 
 impl Engine {
@@ -98,6 +99,7 @@ impl Engine {
             options,
             cancel,
             batch_positions: migrate::BATCH_POSITIONS,
+            keyframe_flush_models: migrate::KEYFRAME_FLUSH_MODELS,
         }
     }
 
@@ -107,6 +109,16 @@ impl Engine {
     #[doc(hidden)]
     pub fn with_batch_positions(mut self, positions: u64) -> Engine {
         self.batch_positions = positions.max(1);
+        self
+    }
+
+    /// Sets how many changed (MI, model) pairs force a keyframe flush
+    /// (default 100 000): the trade-off between the size of one checkpoint
+    /// script (how long it blocks Redis) and the write volume on datastores
+    /// with many models. For the benchmark and tuning.
+    #[doc(hidden)]
+    pub fn with_keyframe_flush_models(mut self, models: usize) -> Engine {
+        self.keyframe_flush_models = models.max(1);
         self
     }
 
