@@ -210,3 +210,38 @@ async fn finalize_interrupted_at_each_step_ends_identically() {
     );
     assert_eq!(setup.dump(), expected);
 }
+
+#[tokio::test]
+async fn resumed_run_rebuilds_the_unstored_lowest_keyframe() {
+    // The first migration reads `old` (the MI 1 keyframe, never stored: a
+    // resumed run rebuilds it from the live events), the second `new`.
+    let registry = registry(vec![
+        std::sync::Arc::new(ReadsContext),
+        rename_field("0003_rename", "motion", "title", "name"),
+    ]);
+    let mut reference = Setup::new();
+    rich_history(&mut reference, POSITIONS, 77);
+    reference.run_ok(&registry, Command::Migrate).await;
+    let expected = reference.dump_area();
+    assert!(
+        !expected
+            .keys()
+            .any(|k| k.starts_with("{t}:mig:keyframe:1:")),
+        "{expected:?}"
+    );
+    assert!(expected.contains_key("{t}:mig:keyframe:2:motion"));
+    for k in [3usize, 17] {
+        let mut setup = Setup::new();
+        rich_history(&mut setup, POSITIONS, 77);
+        let (result, _) = run_stopping(&setup, &registry, Command::Migrate, 2, k).await;
+        assert!(matches!(result, Err(EngineError::Cancelled)), "{result:?}");
+        let lines = setup.run_ok(&registry, Command::Migrate).await;
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("Rebuilding the keyframe of migration index 1")),
+            "{lines:?}"
+        );
+        assert_eq!(setup.dump_area(), expected, "k={k}");
+    }
+}

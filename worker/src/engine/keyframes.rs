@@ -12,6 +12,14 @@
 //! of the missing lower MIs start as copies of the lowest one. The earlier
 //! positions have no events at those MIs (they were written at a higher MI),
 //! so their nearest available state is the best "old" view there is.
+//!
+//! The keyframe of the lowest MI (when below the target) is never stored: it
+//! is exactly the replay of the live events of every migrated position (each
+//! position's live events are its events at its own, lowest, MI; the copies
+//! above keep that true), so a resumed run rebuilds it from `ds:events`
+//! ([`Keyframes::replay`]). That halves the keyframe writes of a single
+//! migration. When a lower MI appears, the former lowest keyframe becomes a
+//! stored one and all its models are written at the next flush.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -22,20 +30,48 @@ use migration_shared::datastore::model::{META_DELETED, META_POSITION};
 
 use super::store::KeyframeWrites;
 
-/// The in-memory keyframes and what changed since the last checkpoint.
-#[derive(Default)]
+/// The in-memory keyframes and what changed since the last flush.
 pub(crate) struct Keyframes {
     by_mi: BTreeMap<u64, Models>,
     dirty: BTreeMap<u64, HashSet<Fqid>>,
+    target: u64,
 }
 
 impl Keyframes {
-    /// Keyframes as loaded from the last checkpoint (nothing dirty).
-    pub(crate) fn loaded(by_mi: BTreeMap<u64, Models>) -> Keyframes {
+    /// No keyframes yet (a run from position 1).
+    pub(crate) fn new(target: u64) -> Keyframes {
+        Keyframes::loaded(BTreeMap::new(), target)
+    }
+
+    /// Keyframes as loaded from the last flush (nothing dirty); the lowest
+    /// one is rebuilt with [`Keyframes::replay`].
+    pub(crate) fn loaded(by_mi: BTreeMap<u64, Models>, target: u64) -> Keyframes {
         Keyframes {
             by_mi,
             dirty: BTreeMap::new(),
+            target,
         }
+    }
+
+    /// Whether the keyframe at `mi` is stored (all but an unstored lowest).
+    fn is_stored(&self, mi: u64) -> bool {
+        mi >= self.target || self.min_mi().is_some_and(|lowest| mi > lowest)
+    }
+
+    /// Starts rebuilding the unstored keyframe at `mi` (below every loaded
+    /// one) from nothing.
+    pub(crate) fn start_replay(&mut self, mi: u64) {
+        self.by_mi.insert(mi, Models::new());
+    }
+
+    /// Applies a live event to the lowest keyframe while rebuilding it.
+    pub(crate) fn replay(
+        &mut self,
+        mi: u64,
+        event: &Event,
+        position: u64,
+    ) -> Result<(), ApplyError> {
+        apply_event(self.by_mi.entry(mi).or_default(), event, position)
     }
 
     /// The lowest MI with a keyframe.
@@ -46,6 +82,11 @@ impl Keyframes {
     /// Makes sure keyframes exist for every MI in `from..=target`.
     pub(crate) fn ensure_range(&mut self, from: u64, target: u64) {
         let lowest = self.min_mi();
+        if let Some(lowest) = lowest.filter(|lowest| *lowest > from && *lowest < self.target) {
+            // The former lowest keyframe was never stored: store it whole.
+            let models: Vec<Fqid> = self.by_mi[&lowest].keys().cloned().collect();
+            self.dirty.entry(lowest).or_default().extend(models);
+        }
         for mi in (from..=target).rev() {
             if self.by_mi.contains_key(&mi) {
                 continue;
@@ -77,6 +118,9 @@ impl Keyframes {
     ) -> Result<(), ApplyError> {
         let models = self.by_mi.entry(mi).or_default();
         apply_event(models, event, position)?;
+        if !self.is_stored(mi) {
+            return Ok(());
+        }
         let dirty = self.dirty.entry(mi).or_default();
         if !dirty.contains(event.fqid()) {
             dirty.insert(event.fqid().clone());
@@ -94,6 +138,9 @@ impl Keyframes {
     pub(crate) fn take_dirty(&mut self) -> KeyframeWrites {
         let mut writes = KeyframeWrites::new();
         for (mi, fqids) in std::mem::take(&mut self.dirty) {
+            if !self.is_stored(mi) {
+                continue;
+            }
             let models = &self.by_mi[&mi];
             // Grouped by borrowed collection name: one allocation per
             // collection, not per model.

@@ -204,9 +204,17 @@ pub(crate) async fn migrate<S: OutputSink>(
 
     let mut keyframes = match (area_is_current, area.min_mi) {
         (true, Some(min_mi)) if cursor > 0 => {
-            Keyframes::loaded(engine.store.load_keyframes(min_mi, target).await?)
+            let stored_from = if min_mi < target { min_mi + 1 } else { min_mi };
+            let loaded = engine.store.load_keyframes(stored_from, target).await?;
+            let mut keyframes = Keyframes::loaded(loaded, target);
+            if min_mi < target {
+                if let Err(message) = replay(engine, &mut keyframes, min_mi, cursor, sink).await {
+                    return Err(fail(sink, message).await);
+                }
+            }
+            keyframes
         }
-        _ => Keyframes::default(),
+        _ => Keyframes::new(target),
     };
 
     let rate = engine.options.max_positions_per_second;
@@ -362,6 +370,47 @@ pub(crate) async fn migrate<S: OutputSink>(
     ))
     .await?;
     Ok(Migrated::Done { positions: last })
+}
+
+/// Rebuilds the unstored keyframe of the lowest MI by applying the live
+/// events of positions `1..=last` in order (see `keyframes.rs`), reading
+/// them in batches. Errors are failure messages.
+async fn replay<S: OutputSink>(
+    engine: &Engine,
+    keyframes: &mut Keyframes,
+    mi: u64,
+    last: u64,
+    sink: &mut S,
+) -> Result<(), String> {
+    sink.line(format!(
+        "Rebuilding the keyframe of migration index {mi} from the live events of positions 1 to {last}"
+    ))
+    .await
+    .map_err(|err| err.to_string())?;
+    keyframes.start_replay(mi);
+    let mut first = 1;
+    while first <= last {
+        let end = last.min(first + 1023);
+        let batch = engine
+            .store
+            .read_live(first, end)
+            .await
+            .map_err(|err| err.to_string())?;
+        for live in batch {
+            for event in live.events? {
+                keyframes.replay(mi, &event, live.position).map_err(|err| {
+                    format!(
+                        "position {}: its stored event {} {} cannot be applied at MI {mi}: {err}",
+                        live.position,
+                        event.type_name(),
+                        event.fqid()
+                    )
+                })?;
+            }
+        }
+        first = end + 1;
+    }
+    Ok(())
 }
 
 /// A checkpoint sent to Redis and not yet confirmed.
