@@ -3,9 +3,9 @@
 //!
 //! A migration from `m` to `m + 1` at position `p` sees the keyframes at `m`
 //! and `m + 1` before `p`; afterwards each keyframe is advanced with `p`'s
-//! events at its MI. Only the models changed since the last checkpoint are
-//! written back (the dirty set), so a checkpoint costs what its batch touched,
-//! and memory grows with the models, never with the events.
+//! events at its MI. Only the models changed since the last flush are
+//! written back (the dirty set, deduplicated over many batches), and memory
+//! grows with the models, never with the events.
 //!
 //! Positions' source MIs never rise (checked before the run), but they may
 //! fall: when a position's MI is below every keyframe so far, the keyframes

@@ -113,7 +113,7 @@ impl Engine {
     }
 
     /// Sets how many changed (MI, model) pairs force a keyframe flush
-    /// (default 100 000): the trade-off between the size of one checkpoint
+    /// (default 50 000): the trade-off between the size of one checkpoint
     /// script (how long it blocks Redis) and the write volume on datastores
     /// with many models. For the benchmark and tuning.
     #[doc(hidden)]

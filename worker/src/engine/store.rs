@@ -244,10 +244,25 @@ impl Store {
                 .await?;
             let mut models = Models::new();
             for collection in collections {
-                let stored: HashMap<u64, String> = redis::cmd("HGETALL")
-                    .arg(self.keys.mig_keyframe(mi, &collection))
-                    .query_async(&mut conn)
-                    .await?;
+                // HSCAN in chunks: one HGETALL of a big keyframe could
+                // block Redis and outlast the response timeout.
+                let key = self.keys.mig_keyframe(mi, &collection);
+                let mut stored: Vec<(u64, String)> = Vec::new();
+                let mut scan_cursor = 0u64;
+                loop {
+                    let (next, chunk): (u64, Vec<(u64, String)>) = redis::cmd("HSCAN")
+                        .arg(&key)
+                        .arg(scan_cursor)
+                        .arg("COUNT")
+                        .arg(2000)
+                        .query_async(&mut conn)
+                        .await?;
+                    stored.extend(chunk);
+                    scan_cursor = next;
+                    if scan_cursor == 0 {
+                        break;
+                    }
+                }
                 for (id, json) in stored {
                     let fqid = Fqid::new(&collection, id).map_err(|err| {
                         EngineError::Failed(format!("corrupt keyframe at MI {mi}: {err}"))
