@@ -36,9 +36,9 @@ pub(crate) const BATCH_POSITIONS: u64 = 256;
 const KEYFRAME_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Flush earlier when this many (MI, model) pairs changed, so that one
-/// checkpoint script stays small enough not to stall Redis (about 0.1 s for
-/// 50 000 models) and well inside the connection's response timeout (500 ms
-/// by default in redis-rs).
+/// checkpoint script stays small enough not to stall other Redis clients
+/// for long (about 0.1 s for 50 000 models), and far inside any response
+/// timeout (the binaries use 30 s, redis-rs defaults to 500 ms).
 pub(crate) const KEYFRAME_FLUSH_MODELS: usize = 50_000;
 
 /// How a migrate pass ended.
