@@ -157,3 +157,42 @@ async fn migrated_event_that_cannot_be_applied_fails_the_migration() {
         setup.dump_area()
     );
 }
+
+#[tokio::test]
+async fn multi_line_migration_error_is_one_output_line() {
+    struct Multiline;
+    impl Migration for Multiline {
+        fn name(&self) -> &str {
+            "0002_multiline"
+        }
+        fn fingerprint_source(&self) -> String {
+            "multiline".into()
+        }
+        fn migrate(
+            &self,
+            _context: &migration_shared::migrations::MigrationContext<'_>,
+            _events: Vec<migration_shared::datastore::Event>,
+        ) -> Result<
+            Vec<migration_shared::datastore::Event>,
+            migration_shared::migrations::MigrationError,
+        > {
+            Err(migration_shared::migrations::MigrationError(
+                "first\nsecond".into(),
+            ))
+        }
+    }
+    let mut setup = Setup::new();
+    setup.write(
+        1,
+        vec![json!({"type": "create", "fqid": "motion/1", "fields": {"title": "A"}})],
+    );
+    let registry = registry(vec![Arc::new(Multiline)]);
+    // VecSink asserts that no line contains a newline.
+    let (result, lines) = setup.run(&registry, Command::Migrate).await;
+    let message = failed(result);
+    assert_eq!(
+        message,
+        "migration '0002_multiline' (to MI 2) failed at position 1: first second"
+    );
+    assert_eq!(lines.last().unwrap(), &message);
+}

@@ -85,7 +85,9 @@ impl Progress {
 
 /// Fails the command: the message is the output's last line and the
 /// `exception`.
-async fn fail<S: OutputSink>(sink: &mut S, message: String) -> EngineError {
+pub(crate) async fn fail<S: OutputSink>(sink: &mut S, message: String) -> EngineError {
+    // A migration's message may span lines; an output line may not.
+    let message = message.replace(['\r', '\n'], " ");
     match sink.line(message.clone()).await {
         Ok(()) => EngineError::Failed(message),
         Err(err) => err,
