@@ -549,3 +549,25 @@ async fn nothing_to_migrate_on_empty_or_current_datastore() {
         assert_eq!(setup.dump(), before);
     }
 }
+
+#[tokio::test]
+async fn the_run_future_is_send_so_the_runner_can_spawn_it() {
+    fn assert_send<T: Send>(value: T) -> T {
+        value
+    }
+    let setup = Setup::new();
+    let registry = registry(vec![identity("0002_noop")]);
+    let engine = setup.engine(&registry, EngineOptions::default()).await;
+    let mut sink = VecSink::default();
+    let result = tokio::spawn(async move {
+        assert_send(engine.run(Command::Migrate, &mut sink)).await?;
+        Ok::<Vec<String>, EngineError>(sink.lines)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        result.iter().any(|l| l.contains("nothing to migrate")),
+        "{result:?}"
+    );
+}
