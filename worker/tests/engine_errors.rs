@@ -196,3 +196,18 @@ async fn multi_line_migration_error_is_one_output_line() {
     );
     assert_eq!(lines.last().unwrap(), &message);
 }
+
+#[tokio::test]
+async fn missing_live_events_fail_with_a_last_line() {
+    let mut setup = Setup::new();
+    rich_history(&mut setup, 4, 2);
+    let _: () = setup.conn.hdel(keys().events(), 3).unwrap();
+    let registry = registry(vec![identity("0002_noop")]);
+    let (result, lines) = setup.run(&registry, Command::Migrate).await;
+    let message = failed(result);
+    assert!(
+        message.contains("Position 3 has no stored events"),
+        "{message}"
+    );
+    assert_eq!(lines.last().unwrap(), &message);
+}

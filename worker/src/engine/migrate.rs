@@ -212,7 +212,11 @@ pub(crate) async fn migrate<S: OutputSink>(
     let mut keyframes = match (area_is_current, area.min_mi) {
         (true, Some(min_mi)) if cursor > 0 => {
             let stored_from = if min_mi < target { min_mi + 1 } else { min_mi };
-            let loaded = engine.store.load_keyframes(stored_from, target).await?;
+            let loaded = match engine.store.load_keyframes(stored_from, target).await {
+                Ok(loaded) => loaded,
+                Err(EngineError::Failed(message)) => return Err(fail(sink, message).await),
+                Err(err) => return Err(err),
+            };
             let mut keyframes = Keyframes::loaded(loaded, target);
             if min_mi < target {
                 if let Err(message) = replay(engine, &mut keyframes, min_mi, cursor, sink).await {
@@ -251,6 +255,10 @@ pub(crate) async fn migrate<S: OutputSink>(
     while let Some(reading) = pending.take() {
         let batch: Vec<LivePosition> = match reading.await {
             Ok(Ok(batch)) => batch,
+            Ok(Err(EngineError::Failed(message))) => {
+                let err = fail(sink, message).await;
+                return Err(abandon(in_flight, err).await);
+            }
             Ok(Err(err)) => return Err(abandon(in_flight, err).await),
             Err(err) => {
                 let err = EngineError::Failed(format!("reading a batch failed: {err}"));
