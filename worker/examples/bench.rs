@@ -122,6 +122,10 @@ async fn run(url: &str, redis_set_per_s: f64) -> Result<(), Box<dyn std::error::
         Ok(models) => engine.with_keyframe_flush_models(models.parse()?),
         Err(_) => engine,
     };
+    let engine = match std::env::var("BENCH_BATCH_POSITIONS") {
+        Ok(positions) => engine.with_batch_positions(positions.parse()?),
+        Err(_) => engine,
+    };
     let mut sink = Quiet(Vec::new());
     let started = Instant::now();
     engine.run(Command::Migrate, &mut sink).await?;
