@@ -6,12 +6,14 @@
 
 pub mod config;
 pub mod datastore;
+pub mod engine_scripts;
 pub mod jobs;
 pub mod keys;
 pub mod migrations;
 pub mod presence;
 pub mod redis_client;
 pub mod scripts;
+pub mod stats;
 pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod test_support;

@@ -27,6 +27,7 @@ pub struct TestClusterBuilder {
     apis: usize,
     workers: usize,
     password: Option<Vec<u8>>,
+    password_file: Option<PathBuf>,
     migrations: Option<String>,
     configure: Vec<Box<dyn FnOnce(ServiceOptions) -> ServiceOptions>>,
 }
@@ -45,8 +46,20 @@ impl TestClusterBuilder {
     }
 
     /// The content of the password file (default: a random password).
+    /// Replaces an earlier [`TestClusterBuilder::password_file`].
     pub fn password(mut self, password: impl AsRef<[u8]>) -> Self {
         self.password = Some(password.as_ref().to_vec());
+        self.password_file = None;
+        self
+    }
+
+    /// Uses an existing password file (e.g. the example
+    /// `deploy/internal_auth_password`) as `INTERNAL_AUTH_PASSWORD_FILE`
+    /// instead of writing one; the cluster's clients send its exact content,
+    /// read at start. Replaces an earlier [`TestClusterBuilder::password`].
+    pub fn password_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.password_file = Some(path.into());
+        self.password = None;
         self
     }
 
@@ -75,11 +88,22 @@ impl TestClusterBuilder {
             .prefix("migration-tests-")
             .tempdir()
             .expect("temp dir for the test cluster");
-        let password = self
-            .password
-            .unwrap_or_else(|| random_password().into_bytes());
-        let password_file = dir.path().join("internal_auth_password");
-        std::fs::write(&password_file, &password).expect("write the password file");
+        let (password, password_file) = match self.password_file {
+            Some(path) => {
+                let password = std::fs::read(&path).unwrap_or_else(|err| {
+                    panic!("cannot read the password file {}: {err}", path.display())
+                });
+                (password, path)
+            }
+            None => {
+                let password = self
+                    .password
+                    .unwrap_or_else(|| random_password().into_bytes());
+                let path = dir.path().join("internal_auth_password");
+                std::fs::write(&path, &password).expect("write the password file");
+                (password, path)
+            }
+        };
         let mut options = ServiceOptions::new(redis.url())
             .key_prefix(DEFAULT_TEST_PREFIX)
             .password_file(&password_file);
@@ -130,6 +154,7 @@ impl TestCluster {
             apis: 1,
             workers: 0,
             password: None,
+            password_file: None,
             migrations: None,
             configure: Vec::new(),
         }

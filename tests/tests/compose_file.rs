@@ -14,41 +14,26 @@
 //! embed). What stays unchecked: that the images build and the containers
 //! start; that needs Docker.
 //!
-//! The process helpers here are small on purpose; they find the binaries the
-//! way the harness (`tests/src/binaries.rs`) does: next to the test
-//! executable, built once per process with `cargo build --workspace --bins`.
+//! The binaries are run with the end-to-end harness (`migration_tests`): its
+//! binary lookup, `--help` runner, SPEC variable list and [`TestCluster`],
+//! pointed at the repository's example password file, as compose mounts it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use migration_shared::datastore::Event;
 use migration_shared::keys::Keys;
 use migration_shared::migrations::examples::migrate_in_memory;
 use migration_shared::migrations::Registry;
-use migration_shared::test_support::{free_port, RedisServer};
+use migration_shared::test_support::free_port;
+use migration_tests::binaries::{workspace_root, Binary};
+use migration_tests::options::SPEC_VARIABLES;
+use migration_tests::process::{run_to_exit, START_TIMEOUT};
+use migration_tests::{ServiceOptions, TestCluster};
 use serde_json::{json, Map, Value};
 use yaml_rust2::{Yaml, YamlLoader};
-
-/// Every variable of SPEC section 2: stripped from the children's
-/// environment so that the machine's settings (say, a `REDIS_URL` naming the
-/// shared Redis on 6379) never leak into a test.
-const SPEC_VARIABLES: &[&str] = &[
-    "REDIS_URL",
-    "REDIS_KEY_PREFIX",
-    "API_ADDR",
-    "INTERNAL_AUTH_PASSWORD_FILE",
-    "OPENSLIDES_DEVELOPMENT",
-    "MIGRATIONS_FILE",
-    "MIGRATION_WAIT_MS",
-    "WORKER_LOCK_TTL_MS",
-    "WORKER_MAX_POSITIONS_PER_SECOND",
-    "RUST_LOG",
-    "LOG_FORMAT",
-];
 
 /// The write route's body limit (SPEC 4.3); the example must fit in one body.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -56,13 +41,6 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 // ---------------------------------------------------------------------------
 // Reading the files
 // ---------------------------------------------------------------------------
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent directory")
-        .to_path_buf()
-}
 
 fn read(relative: &str) -> String {
     let path = workspace_root().join(relative);
@@ -209,75 +187,14 @@ fn string_list(value: &Value) -> Vec<String> {
 // The real binaries
 // ---------------------------------------------------------------------------
 
-/// `<target>/<profile>`: where cargo puts the binaries of this test's profile.
-fn binary_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let deps = exe.parent().expect("the test executable has a directory");
-    assert!(
-        deps.file_name().is_some_and(|name| name == "deps"),
-        "test executable not in <target>/<profile>/deps: {}",
-        exe.display()
-    );
-    deps.parent().expect("deps/ has a parent").to_path_buf()
-}
-
-/// The path of a binary of the workspace, built once per process:
-/// `cargo test -p migration-tests` does not build other packages' binaries,
-/// and a stale `migration-api` would test yesterday's code.
-fn binary(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let dir = binary_dir();
-    let built = BUILT.get_or_init(|| {
-        if std::env::var_os("MIGRATION_TESTS_NO_BUILD").is_some_and(|v| v != "0") {
-            return Ok(());
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut command = Command::new(cargo);
-        command
-            .args(["build", "--workspace", "--bins"])
-            .current_dir(workspace_root());
-        match dir.file_name().and_then(|name| name.to_str()) {
-            Some("debug") | None => {}
-            Some("release") => {
-                command.arg("--release");
-            }
-            Some(profile) => {
-                command.args(["--profile", profile]);
-            }
-        }
-        if let Some(target) = dir.parent() {
-            command.env("CARGO_TARGET_DIR", target);
-        }
-        let output = command
-            .output()
-            .map_err(|err| format!("cannot run cargo build: {err}"))?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "cargo build --workspace --bins failed:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            ))
-        }
-    });
-    if let Err(message) = built {
-        panic!("{message}");
-    }
-    let path = dir.join(name);
-    assert!(path.is_file(), "{} not found", path.display());
-    path
-}
-
 /// The environment variables a binary's `--help` documents
 /// (`[env: NAME=] [default: VALUE]`), with their defaults.
-fn help_defaults(binary_name: &str) -> BTreeMap<String, Option<String>> {
-    let mut command = Command::new(binary(binary_name));
-    command.arg("--help");
-    for name in SPEC_VARIABLES {
-        command.env_remove(name);
-    }
-    let output = command.output().expect("run --help");
-    assert!(output.status.success(), "{binary_name} --help failed");
+fn help_defaults(binary: Binary) -> BTreeMap<String, Option<String>> {
+    // No variable at all (the harness removes every inherited one), so the
+    // help shows the built-in defaults and no `[env: NAME=<value>]`.
+    let bare = ServiceOptions::new("").unset("REDIS_URL").unset("RUST_LOG");
+    let output = run_to_exit(binary, &bare, &["--help"], START_TIMEOUT);
+    assert!(output.status.success(), "{} --help failed", binary.name());
     let text = String::from_utf8_lossy(&output.stdout);
     text.lines()
         .filter_map(|line| {
@@ -293,97 +210,26 @@ fn help_defaults(binary_name: &str) -> BTreeMap<String, Option<String>> {
 }
 
 /// The environment variables a binary's `--help` documents.
-fn help_variables(binary_name: &str) -> BTreeSet<String> {
-    help_defaults(binary_name).into_keys().collect()
+fn help_variables(binary: Binary) -> BTreeSet<String> {
+    help_defaults(binary).into_keys().collect()
 }
 
-/// A `migration-api` on a free port against `redis`, with the example
-/// password file; killed on drop.
-struct Api {
-    child: Child,
-    base_url: String,
-    log: tempfile::NamedTempFile,
-}
-
-impl Api {
-    /// `migrations_file`: the `MIGRATIONS_FILE`, as compose sets it.
-    async fn start(redis: &RedisServer, migrations_file: Option<&Path>) -> Api {
-        let port = free_port();
-        let log = tempfile::NamedTempFile::new().expect("log file");
-        let mut command = Command::new(binary("migration-api"));
-        for name in SPEC_VARIABLES {
-            command.env_remove(name);
-        }
-        command
-            .env("REDIS_URL", redis.url())
-            .env("API_ADDR", format!("127.0.0.1:{port}"))
-            .env(
-                "INTERNAL_AUTH_PASSWORD_FILE",
-                workspace_root().join("deploy/internal_auth_password"),
-            )
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.reopen().expect("log file"))
-            .stderr(log.reopen().expect("log file"));
-        if let Some(path) = migrations_file {
-            command.env("MIGRATIONS_FILE", path);
-        }
-        let mut api = Api {
-            child: command.spawn().expect("spawn migration-api"),
-            base_url: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = api.child.try_wait() {
-                panic!("migration-api exited early ({status}):\n{}", api.log());
+/// A private Redis and one `migration-api` on a free port, configured as
+/// compose configures it where it matters here: the example password file
+/// (clients send base64 of its exact content, as docs/routes.md tells
+/// operators to), the api's own default key prefix, and `migrations_file` as
+/// `MIGRATIONS_FILE`. Dropping it kills both.
+fn compose_api(migrations_file: Option<PathBuf>) -> TestCluster {
+    TestCluster::builder()
+        .password_file(workspace_root().join("deploy/internal_auth_password"))
+        .configure(move |options| {
+            let options = options.unset("REDIS_KEY_PREFIX").rust_log("warn");
+            match migrations_file {
+                Some(path) => options.migrations_file(path),
+                None => options,
             }
-            if reqwest::get(format!("{}/health", api.base_url))
-                .await
-                .is_ok()
-            {
-                return api;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "migration-api did not answer within 60 s:\n{}",
-                api.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-
-    /// POSTs `body` to an internal route with the example password, the way
-    /// docs/routes.md tells operators to: base64 of the file's exact content.
-    async fn post(&self, path: &str, body: String) -> (u16, Value) {
-        let password = std::fs::read(workspace_root().join("deploy/internal_auth_password"))
-            .expect("the example password file");
-        let response = reqwest::Client::new()
-            .post(format!("{}{path}", self.base_url))
-            .header(
-                "Authorization",
-                base64::engine::general_purpose::STANDARD.encode(password),
-            )
-            .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap_or_else(|err| panic!("POST {path}: {err}\n{}", self.log()));
-        let status = response.status().as_u16();
-        let body = response.json().await.expect("a JSON response");
-        (status, body)
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+        })
+        .start()
 }
 
 // ---------------------------------------------------------------------------
@@ -392,16 +238,16 @@ impl Drop for Api {
 
 #[test]
 fn compose_sets_only_real_configuration_variables() {
-    let documented = help_variables("migration-api");
+    let documented = help_variables(Binary::Api);
     for name in SPEC_VARIABLES {
         assert!(
-            documented.contains(*name),
+            documented.contains(name),
             "migration-api --help does not list {name}: {documented:?}"
         );
     }
     // The worker shares the configuration (SPEC 2: same names for both
     // binaries); once its binary parses it, its --help must agree.
-    let worker_documented = help_variables("migration-worker");
+    let worker_documented = help_variables(Binary::Worker);
     if !worker_documented.is_empty() {
         assert_eq!(worker_documented, documented, "api and worker variables");
     }
@@ -422,7 +268,7 @@ fn compose_sets_only_real_configuration_variables() {
 #[test]
 fn configuration_doc_has_every_variable_with_its_real_default() {
     let doc = read("docs/configuration.md");
-    for (variable, default) in help_defaults("migration-api") {
+    for (variable, default) in help_defaults(Binary::Api) {
         let heading = format!("### `{variable}`");
         let section = doc
             .split(&heading)
@@ -571,13 +417,10 @@ async fn api_health_check_path_is_a_real_route() {
     let url = health_check_url(service(&compose, "api"));
     let path = &url[url["http://".len()..].find('/').unwrap() + "http://".len()..];
     assert_eq!(path, "/health");
-    let redis = RedisServer::start();
-    let api = Api::start(&redis, None).await;
-    let response = reqwest::get(format!("{}{path}", api.base_url))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "GET {path}");
-    let body: Value = response.json().await.unwrap();
+    let cluster = compose_api(None);
+    // As curl sends it: no Authorization header.
+    let (status, body) = cluster.client().without_auth().get(path).await;
+    assert_eq!(status, 200, "GET {path}: {body}");
     assert_eq!(body["status"], "running", "{body}");
     assert_eq!(body["redis"], "ok", "{body}");
 }
@@ -1275,13 +1118,13 @@ fn compose_migrations_file() -> PathBuf {
 #[tokio::test]
 async fn example_datastore_is_accepted_by_the_real_write_route_and_reads_back() {
     let (text, requests) = example_datastore();
-    let redis = RedisServer::start();
     // Configured as in compose, so the example is written as an operator
     // following the quickstart writes it.
-    let api = Api::start(&redis, Some(&compose_migrations_file())).await;
+    let cluster = compose_api(Some(compose_migrations_file()));
+    let api = cluster.client();
 
-    let (status, body) = api.post("/internal/datastore/writer/write", text).await;
-    assert_eq!(status, 200, "{body}\n{}", api.log());
+    let (status, body) = api.post_raw("/internal/datastore/writer/write", text).await;
+    assert_eq!(status, 200, "{body}\n{}", cluster.api().log());
     let positions: Vec<u64> = body["positions"]
         .as_array()
         .unwrap()
@@ -1297,12 +1140,7 @@ async fn example_datastore_is_accepted_by_the_real_write_route_and_reads_back() 
         .map(|fqid| fqid.split('/').next().unwrap())
         .collect();
     for collection in collections {
-        let (status, body) = api
-            .post(
-                "/internal/datastore/reader/get_all",
-                json!({"collection": collection}).to_string(),
-            )
-            .await;
+        let (status, body) = api.get_all(collection).await;
         assert_eq!(status, 200, "{body}");
         let models = body["models"].as_object().unwrap();
         let live: BTreeMap<String, Value> = expected
@@ -1324,12 +1162,7 @@ async fn example_datastore_is_accepted_by_the_real_write_route_and_reads_back() 
     }
 
     // A few models by name, as an operator would look at them.
-    let (status, body) = api
-        .post(
-            "/internal/datastore/reader/get",
-            json!({"fqid": "organization/1"}).to_string(),
-        )
-        .await;
+    let (status, body) = api.get_model("organization/1").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["model"]["active_meeting_ids"],
@@ -1342,13 +1175,11 @@ async fn example_datastore_is_accepted_by_the_real_write_route_and_reads_back() 
         .find(|(fqid, (_, _, deleted))| *deleted && fqid.starts_with("motion/"))
         .map(|(fqid, _)| fqid.clone())
         .expect("the example deletes motions for good");
-    let (status, body) = api
-        .post(
-            "/internal/datastore/reader/get",
-            json!({"fqid": deleted}).to_string(),
-        )
-        .await;
+    let (status, body) = api.get_model(&deleted).await;
     assert_eq!(status, 404, "{deleted} is deleted: {body}");
+    // The client keeps a body that is no JSON as a string; SPEC answers are
+    // JSON objects.
+    assert!(body.is_object(), "a JSON answer: {body}");
     let restored = requests
         .iter()
         .flat_map(|request| request["events"].as_array().unwrap())
@@ -1357,12 +1188,7 @@ async fn example_datastore_is_accepted_by_the_real_write_route_and_reads_back() 
         })
         .map(|event| event["fqid"].as_str().unwrap().to_string())
         .expect("the example restores motions");
-    let (status, body) = api
-        .post(
-            "/internal/datastore/reader/get",
-            json!({"fqid": restored}).to_string(),
-        )
-        .await;
+    let (status, body) = api.get_model(&restored).await;
     assert_eq!(status, 200, "{restored} is restored: {body}");
     assert!(
         body["model"]["title"].is_string(),
@@ -1375,15 +1201,17 @@ async fn example_migrations_succeed_on_the_example_datastore() {
     let (text, requests) = example_datastore();
     let migrations_file = compose_migrations_file();
     let registry = Registry::load(Some(&migrations_file)).expect("the example migrations load");
-    let redis = RedisServer::start();
-    let api = Api::start(&redis, Some(&migrations_file)).await;
-    let (status, body) = api.post("/internal/datastore/writer/write", text).await;
+    let cluster = compose_api(Some(migrations_file));
+    let (status, body) = cluster
+        .client()
+        .post_raw("/internal/datastore/writer/write", text)
+        .await;
     assert_eq!(status, 200, "{body}");
 
     // The events exactly as the writer stored them (default prefix `mig`),
     // the input of the worker's engine.
     let keys = Keys::new(migration_shared::config::DEFAULT_KEY_PREFIX);
-    let mut conn = redis.connection();
+    let mut conn = cluster.redis_connection();
     let live_mi: u64 = redis::cmd("GET")
         .arg(keys.migration_index())
         .query(&mut conn)

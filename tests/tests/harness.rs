@@ -9,7 +9,7 @@ use migration_tests::binaries::{binary_dir, binary_path, Binary};
 use migration_tests::client::padded_json_body;
 use migration_tests::options::SPEC_VARIABLES;
 use migration_tests::process::{run_to_exit, ServiceProcess};
-use migration_tests::{RedisServer, ServiceOptions, TestCluster};
+use migration_tests::{Auth, RedisServer, ServiceOptions, TestCluster};
 
 #[test]
 fn private_redis_answers_and_is_not_the_default_port() {
@@ -212,4 +212,28 @@ async fn api_restart_keeps_its_address_and_redis_can_be_paused() {
         redis::cmd("PING").query::<String>(&mut conn).unwrap(),
         "PONG"
     );
+}
+
+/// `password_file` uses the given file as is: the api reads that path, the
+/// cluster's client sends its exact content (accepted), and any other
+/// password is refused, so the api really checks against that file.
+#[tokio::test]
+async fn a_cluster_can_use_an_existing_password_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("operator_password");
+    std::fs::write(&path, b"operator-secret\n").unwrap();
+    let cluster = TestCluster::builder()
+        .password("overridden")
+        .password_file(&path)
+        .start();
+    assert_eq!(
+        cluster.options().get("INTERNAL_AUTH_PASSWORD_FILE"),
+        Some(path.display().to_string().as_str())
+    );
+    assert_eq!(cluster.password(), b"operator-secret\n");
+    let (status, body) = cluster.client().get_model("motion/1").await;
+    assert_eq!(status, 404, "the file's password is accepted: {body}");
+    let wrong = cluster.client().with_auth(Auth::password("overridden"));
+    let (status, body) = wrong.get_model("motion/1").await;
+    assert_eq!(status, 401, "another password is refused: {body}");
 }

@@ -25,7 +25,7 @@ use serde_json::{json, Map, Value};
 use super::JsonBody;
 use crate::error::ApiError;
 use crate::state::AppState;
-use stats_standin::{read_stats, MigrationState};
+use migration_shared::stats::{read_stats, MigrationState};
 
 /// A migration route request that cannot be handled (mapped to a response
 /// in `crate::error`).
@@ -214,49 +214,4 @@ async fn answer_for(state: &AppState, job: &JobRecord) -> Result<Value, Migratio
     }
     jobs::mark_result_read(&mut conn, &state.keys, &job.id).await?;
     Ok(Value::Object(answer))
-}
-
-/// STAND-IN for `migration_shared::stats` (engine helper) until it is merged.
-mod stats_standin {
-    use migration_shared::keys::Keys;
-    use migration_shared::migrations::Registry;
-    use redis::aio::ConnectionManager;
-    use serde::Serialize;
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-    #[serde(rename_all = "snake_case")]
-    pub(super) enum MigrationState {
-        MigrationRunning,
-        MigrationRequired,
-        NoMigrationRequired,
-    }
-
-    #[derive(Debug, Serialize)]
-    pub(super) struct Stats {
-        pub(super) status: MigrationState,
-        current_migration_index: u64,
-        target_migration_index: u64,
-    }
-
-    pub(super) async fn read_stats(
-        conn: &mut ConnectionManager,
-        keys: &Keys,
-        registry: &Registry,
-    ) -> Result<Stats, redis::RedisError> {
-        let target = registry.target_migration_index();
-        let current: Option<u64> = redis::cmd("GET")
-            .arg(keys.migration_index())
-            .query_async(conn)
-            .await?;
-        let current = current.unwrap_or(target);
-        Ok(Stats {
-            status: if current == target {
-                MigrationState::NoMigrationRequired
-            } else {
-                MigrationState::MigrationRequired
-            },
-            current_migration_index: current,
-            target_migration_index: target,
-        })
-    }
 }

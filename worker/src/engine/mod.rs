@@ -1,107 +1,156 @@
-//! STAND-IN for the engine helper's `worker/src/engine` (same public API as
-//! in BRIEF.md), so that the job runner compiles and its mechanics can be
-//! tested before the real engine is merged. It does not touch the migration
-//! area: it writes a few output lines, honouring the throttle and the
-//! cancel token. DELETE THIS FILE when the real engine lands (the merge
-//! takes theirs).
+//! The migration engine (SPEC 6.1): `migrate`, `finalize` and `reset`, the
+//! only code that changes the migration area.
+//!
+//! The job runner builds one [`Engine`] per job run and calls [`Engine::run`];
+//! every line of output goes to an [`OutputSink`]. Every write the engine makes
+//! is a Lua script that first checks the run's fencing token against the lock
+//! hash, so a run that lost its lease can never write again. The engine knows
+//! nothing about jobs, leases or output streams: that is the runner's.
+
+mod finalize;
+mod keyframes;
+mod migrate;
+mod position;
+mod reset;
+mod store;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use migration_shared::keys::Keys;
 use migration_shared::migrations::Registry;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
-/// The command a job runs.
+/// A migration command the engine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
-    /// Migrate into the migration area.
+    /// Migrate every position not yet fully migrated into the migration area.
     Migrate,
-    /// Migrate what is left and make it live.
+    /// Migrate what is left, then make the migration area the live datastore.
     Finalize,
-    /// Delete the migration area.
+    /// Delete all migration data (not live data).
     Reset,
 }
 
-/// The fencing token this run holds.
-#[derive(Debug, Clone, Copy)]
+/// The fencing token this run holds; every migration-area write checks
+/// `HGET {P}:lock fencing_token == token` in the same script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fence {
-    /// The lock's `fencing_token` at claim time.
+    /// The lock's `fencing_token` when this run took the job.
     pub token: u64,
 }
 
-/// How the engine runs.
-#[derive(Debug, Clone, Copy, Default)]
+/// How a run behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EngineOptions {
-    /// One line per position.
+    /// One output line per migrated position.
     pub verbose: bool,
-    /// Throttle; 0 = no limit.
+    /// Upper bound of migrated positions per second; `0`: no limit.
     pub max_positions_per_second: u32,
 }
 
-/// Where the engine writes its output lines.
+/// Where the engine's output lines go (the job's output stream).
 pub trait OutputSink: Send {
-    /// Appends one line.
+    /// Appends one line (without a trailing newline).
     fn line(&mut self, line: String) -> impl Future<Output = Result<(), EngineError>> + Send;
 }
 
-/// Why a run stopped early.
+/// Why a run stopped without finishing.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// The migration failed.
+    /// The migration failed: the job finishes with this as its `exception`.
     #[error("{0}")]
     Failed(String),
-    /// The lock was lost.
-    #[error("fenced")]
+    /// The lock was lost: write nothing more, just stop.
+    #[error("the fencing token no longer matches the lock: this run lost the lock")]
     Fenced,
-    /// Shutdown requested.
-    #[error("cancelled")]
+    /// Shutdown requested: stopped at a durable point; hand the job back.
+    #[error("cancelled at a durable point")]
     Cancelled,
-    /// Redis failed.
-    #[error(transparent)]
+    /// Redis failed: stop; the job is retried or taken over.
+    #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
 }
 
-/// Stand-in engine.
+/// Runs migration commands against one datastore.
 pub struct Engine {
+    store: store::Store,
+    registry: Arc<Registry>,
     options: EngineOptions,
     cancel: CancellationToken,
+    batch_positions: u64,
+    keyframe_flush_models: usize,
 }
 
 impl Engine {
-    /// Same signature as the real engine.
+    /// An engine for one job run.
     pub fn new(
-        _conn: ConnectionManager,
-        _keys: Keys,
-        _registry: Arc<Registry>,
-        _fence: Fence,
+        conn: ConnectionManager,
+        keys: Keys,
+        registry: Arc<Registry>,
+        fence: Fence,
         options: EngineOptions,
         cancel: CancellationToken,
     ) -> Engine {
-        Engine { options, cancel }
+        Engine {
+            store: store::Store::new(conn, keys, fence.token),
+            registry,
+            options,
+            cancel,
+            batch_positions: migrate::BATCH_POSITIONS,
+            keyframe_flush_models: migrate::KEYFRAME_FLUSH_MODELS,
+        }
     }
 
-    /// Writes ten "position" lines at the throttle's pace.
+    /// Sets the number of positions per checkpoint (default 256; at least
+    /// 1). For tests that stop a run after an exact number of positions, and
+    /// for tuning; the throttle may make batches smaller still.
+    #[doc(hidden)]
+    pub fn with_batch_positions(mut self, positions: u64) -> Engine {
+        self.batch_positions = positions.max(1);
+        self
+    }
+
+    /// Sets how many changed (MI, model) pairs force a keyframe flush
+    /// (default 50 000): the trade-off between the size of one checkpoint
+    /// script (how long it blocks Redis) and the write volume on datastores
+    /// with many models. For the benchmark and tuning.
+    #[doc(hidden)]
+    pub fn with_keyframe_flush_models(mut self, models: usize) -> Engine {
+        self.keyframe_flush_models = models.max(1);
+        self
+    }
+
+    /// Runs the command to the end, or stops at the next durable point.
     pub async fn run<S: OutputSink>(
         &self,
         command: Command,
         sink: &mut S,
     ) -> Result<(), EngineError> {
-        sink.line(format!("Stand-in engine: {command:?}")).await?;
-        for position in 1..=10u32 {
-            if self.cancel.is_cancelled() {
-                return Err(EngineError::Cancelled);
+        let target = self.registry.target_migration_index();
+        let name = match command {
+            Command::Migrate => "migrate",
+            Command::Finalize => "finalize",
+            Command::Reset => "reset",
+        };
+        sink.line(format!(
+            "Started {name} (target migration index {target}, {} migrations in the registry)",
+            self.registry.migrations().len()
+        ))
+        .await?;
+        match command {
+            Command::Migrate => {
+                if let migrate::Migrated::Done { positions } = migrate::migrate(self, sink).await? {
+                    sink.line(format!(
+                        "Migrate finished: all {positions} positions are migrated to migration index {target}; call finalize to make them live"
+                    ))
+                    .await?;
+                }
+                Ok(())
             }
-            if self.options.max_positions_per_second > 0 {
-                tokio::time::sleep(Duration::from_millis(
-                    1000 / u64::from(self.options.max_positions_per_second),
-                ))
-                .await;
-            }
-            sink.line(format!("Position {position}")).await?;
+            Command::Finalize => finalize::finalize(self, sink).await,
+            Command::Reset => reset::reset(self, sink).await,
         }
-        sink.line("Done".to_string()).await
     }
 }

@@ -1,0 +1,138 @@
+//! Migrating one position: the pure, in-memory core of `migrate`.
+//!
+//! Given a position's live events at its source MI, runs every migration from
+//! the source MI to the target (MI-first: this position reaches the target
+//! before the next one starts), then advances the keyframe of every MI with
+//! the position's events at that MI. Touches no Redis; the caller batches and
+//! persists.
+
+use std::sync::LazyLock;
+
+use migration_shared::datastore::{Event, Models};
+use migration_shared::migrations::{MigrationContext, MigrationError, Registry};
+
+use super::keyframes::Keyframes;
+use super::store::EventsJson;
+
+/// One migrated position, ready for a checkpoint.
+pub(crate) struct MigratedPosition {
+    /// The events at the target MI (the live JSON itself when no migration
+    /// changed them, so unchanged positions are never re-serialised).
+    pub(crate) events_json: EventsJson,
+    /// How many events that is.
+    pub(crate) events: u64,
+    /// How many live events the position had.
+    pub(crate) source_events: u64,
+    /// The events of the other MIs, no longer needed: freeing them is left
+    /// to the checkpoint task, off the migrating thread.
+    pub(crate) garbage: Vec<Vec<Event>>,
+}
+
+/// Why a position could not be migrated: the message becomes the job's
+/// `exception` and the last output line, so it names the position and, when
+/// a migration is at fault, the migration.
+pub(crate) type PositionError = String;
+
+/// Migrates `position` from `source_mi` to the registry's target and advances
+/// the keyframes.
+pub(crate) fn migrate_position(
+    registry: &Registry,
+    keyframes: &mut Keyframes,
+    position: u64,
+    source_mi: u64,
+    source_json: String,
+    source: Result<Vec<Event>, String>,
+) -> Result<MigratedPosition, PositionError> {
+    let target = registry.target_migration_index();
+    let source = source?;
+    keyframes.ensure_range(source_mi, target);
+
+    // Events at each MI from source_mi to target; all computed against the
+    // keyframes *before* this position, then applied.
+    let mut by_mi: Vec<Vec<Event>> = Vec::with_capacity((target - source_mi + 1) as usize);
+    for mi in source_mi..target {
+        let context = MigrationContext {
+            position,
+            target_migration_index: mi + 1,
+            old: keyframes.at(mi),
+            new: keyframes.at(mi + 1),
+        };
+        let input = by_mi.last().unwrap_or(&source).clone();
+        // Orders creates first, drops empty events, checks storability.
+        let output = registry
+            .migrate_position(&context, input)
+            .map_err(|err| named(registry, &context, err.to_string()))?;
+        by_mi.push(output);
+    }
+
+    for (index, event) in source.iter().enumerate() {
+        keyframes
+            .apply(source_mi, event, position)
+            .map_err(|err| {
+                format!(
+                    "position {position}: its stored event {} ({} {}) cannot be applied at MI {source_mi}: {err}",
+                    index + 1,
+                    event.type_name(),
+                    event.fqid()
+                )
+            })?;
+    }
+    for (offset, events) in by_mi.iter().enumerate() {
+        let mi = source_mi + 1 + offset as u64;
+        for event in events {
+            keyframes.apply(mi, event, position).map_err(|err| {
+                let context = MigrationContext {
+                    position,
+                    target_migration_index: mi,
+                    old: &EMPTY,
+                    new: &EMPTY,
+                };
+                named(
+                    registry,
+                    &context,
+                    format!(
+                        "its event {} {} cannot be applied: {err}",
+                        event.type_name(),
+                        event.fqid()
+                    ),
+                )
+            })?;
+        }
+    }
+
+    let source_events = source.len() as u64;
+    let (events_json, events) = match by_mi.pop() {
+        Some(migrated) if migrated != source => {
+            let count = migrated.len() as u64;
+            (EventsJson::Events(migrated), count)
+        }
+        unchanged => {
+            by_mi.extend(unchanged);
+            (EventsJson::Raw(source_json), source_events)
+        }
+    };
+    by_mi.push(source);
+    Ok(MigratedPosition {
+        events_json,
+        events,
+        source_events,
+        garbage: by_mi,
+    })
+}
+
+static EMPTY: LazyLock<Models> = LazyLock::new(Models::new);
+
+/// The error in the one shape every migration exception takes
+/// (`migration '<name>' (to MI <n>) failed at position <p>: <detail>`, see
+/// [`MigrationError::at`]); messages a migration already built that way are
+/// kept as they are.
+fn named(registry: &Registry, context: &MigrationContext<'_>, detail: String) -> PositionError {
+    let name = registry
+        .migration_to(context.target_migration_index)
+        .map_or("?", |migration| migration.name());
+    if detail.starts_with(&format!("migration '{name}' ")) {
+        detail
+    } else {
+        MigrationError::at(name, context, detail).0
+    }
+}

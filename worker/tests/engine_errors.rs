@@ -1,0 +1,213 @@
+//! Commands that fail (SPEC 6.1): bad position MIs are refused before
+//! anything is written; a failing migration names the position and the
+//! migration, in the exception and in the output's last line.
+
+mod engine_common;
+
+use std::sync::Arc;
+
+use engine_common::*;
+use migration_shared::migrations::Migration;
+use migration_worker::engine::{Command, EngineError};
+use redis::Commands;
+use serde_json::json;
+
+fn failed(result: Result<(), EngineError>) -> String {
+    match result {
+        Err(EngineError::Failed(message)) => message,
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn position_above_the_target_changes_nothing() {
+    let mut setup = Setup::new();
+    rich_history(&mut setup, 6, 1);
+    let _: () = setup.conn.hset(keys().position_mi(), 4, 3).unwrap();
+    let registry = registry(vec![identity("0002_noop")]);
+    let before = setup.dump();
+    for command in [Command::Migrate, Command::Finalize] {
+        let (result, lines) = setup.run(&registry, command).await;
+        let message = failed(result);
+        assert_eq!(
+            message,
+            "Position 4 has migration index 3, above the target migration index 2; nothing was changed"
+        );
+        assert_eq!(lines.last().unwrap(), &message);
+        assert_eq!(setup.dump(), before, "{command:?}");
+    }
+}
+
+#[tokio::test]
+async fn rising_migration_index_changes_nothing() {
+    let mut setup = Setup::new();
+    rich_history(&mut setup, 6, 1);
+    let _: () = setup.conn.hset(keys().position_mi(), 5, 2).unwrap();
+    let registry = registry(vec![identity("0002_noop"), identity("0003_noop")]);
+    let before = setup.dump();
+    for command in [Command::Migrate, Command::Finalize] {
+        let (result, lines) = setup.run(&registry, command).await;
+        let message = failed(result);
+        assert_eq!(
+            message,
+            "Position 5 has migration index 2, higher than position 4 with migration index 1; nothing was changed"
+        );
+        assert_eq!(lines.last().unwrap(), &message);
+        assert_eq!(setup.dump(), before, "{command:?}");
+    }
+}
+
+#[tokio::test]
+async fn falling_migration_index_is_migrated_from_each_positions_own_index() {
+    let mut setup = Setup::new();
+    setup.write(
+        2,
+        vec![json!({"type": "create", "fqid": "motion/1", "fields": {"name": "A"}})],
+    );
+    setup.write(
+        1,
+        vec![json!({"type": "update", "fqid": "motion/1", "fields": {"title": "B"}})],
+    );
+    let registry = registry(vec![rename_field("0002_rename", "motion", "title", "name")]);
+    setup.run_ok(&registry, Command::Finalize).await;
+    let models = setup.live_models();
+    assert_eq!(
+        models["motion/1"].fields,
+        json!({"name": "B"}).as_object().unwrap().clone()
+    );
+    assert_eq!(
+        setup.dump()["{t}:ds:position_mi"],
+        json!({"1": "2", "2": "2"})
+    );
+}
+
+#[tokio::test]
+async fn failing_migration_names_position_and_migration() {
+    let mut setup = Setup::new();
+    setup.write(
+        1,
+        vec![json!({"type": "create", "fqid": "topic/1", "fields": {"title": "A"}})],
+    );
+    setup.write(
+        1,
+        vec![json!({"type": "create", "fqid": "motion/1", "fields": {"title": "A"}})],
+    );
+    let fail: Arc<dyn Migration> = Arc::new(FailOnCreate {
+        name: "0003_check".into(),
+        collection: "motion".into(),
+    });
+    let registry = registry(vec![identity("0002_noop"), fail]);
+    let before = setup.dump();
+    let engine = setup
+        .engine(&registry, Default::default())
+        .await
+        .with_batch_positions(1);
+    let mut sink = VecSink::default();
+    let message = failed(engine.run(Command::Migrate, &mut sink).await);
+    assert_eq!(
+        message,
+        "migration '0003_check' (to MI 3) failed at position 2: motion/1 lacks field 'name'"
+    );
+    assert_eq!(sink.lines.last().unwrap(), &message);
+    // Live data untouched; position 1 was checkpointed before the failure.
+    let after = setup.dump();
+    for (key, value) in &before {
+        assert_eq!(after.get(key), Some(value), "{key}");
+    }
+    assert_eq!(after["{t}:mig:state"]["cursor"], json!("1"));
+    let (result, lines) = setup.run(&registry, Command::Finalize).await;
+    assert_eq!(failed(result), message);
+    assert_eq!(lines.last().unwrap(), &message);
+    assert_eq!(setup.get("ds:migration_index").as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn migrated_event_that_cannot_be_applied_fails_the_migration() {
+    let mut setup = Setup::new();
+    setup.write(
+        1,
+        vec![json!({"type": "create", "fqid": "motion/1", "fields": {"title": "A"}})],
+    );
+    setup.write(
+        1,
+        vec![json!({"type": "update", "fqid": "motion/1", "fields": {"title": "B"}})],
+    );
+    // Turns the update into a create of an existing model.
+    let broken: Arc<dyn Migration> = Arc::new(MapEvents {
+        name: "0002_broken".into(),
+        collection: "motion".into(),
+        f: Box::new(|event| match event {
+            migration_shared::datastore::Event::Update { fqid, fields } => {
+                vec![migration_shared::datastore::Event::Create { fqid, fields }]
+            }
+            other => vec![other],
+        }),
+    });
+    let registry = registry(vec![broken]);
+    let (result, lines) = setup.run(&registry, Command::Migrate).await;
+    let message = failed(result);
+    assert_eq!(
+        message,
+        "migration '0002_broken' (to MI 2) failed at position 2: its event create motion/1 cannot be applied: model already exists"
+    );
+    assert_eq!(lines.last().unwrap(), &message);
+    assert!(
+        setup.dump_area().is_empty(),
+        "nothing written: {:?}",
+        setup.dump_area()
+    );
+}
+
+#[tokio::test]
+async fn multi_line_migration_error_is_one_output_line() {
+    struct Multiline;
+    impl Migration for Multiline {
+        fn name(&self) -> &str {
+            "0002_multiline"
+        }
+        fn fingerprint_source(&self) -> String {
+            "multiline".into()
+        }
+        fn migrate(
+            &self,
+            _context: &migration_shared::migrations::MigrationContext<'_>,
+            _events: Vec<migration_shared::datastore::Event>,
+        ) -> Result<
+            Vec<migration_shared::datastore::Event>,
+            migration_shared::migrations::MigrationError,
+        > {
+            Err(migration_shared::migrations::MigrationError(
+                "first\nsecond".into(),
+            ))
+        }
+    }
+    let mut setup = Setup::new();
+    setup.write(
+        1,
+        vec![json!({"type": "create", "fqid": "motion/1", "fields": {"title": "A"}})],
+    );
+    let registry = registry(vec![Arc::new(Multiline)]);
+    // VecSink asserts that no line contains a newline.
+    let (result, lines) = setup.run(&registry, Command::Migrate).await;
+    let message = failed(result);
+    assert_eq!(
+        message,
+        "migration '0002_multiline' (to MI 2) failed at position 1: first second"
+    );
+    assert_eq!(lines.last().unwrap(), &message);
+}
+
+#[tokio::test]
+async fn missing_live_events_fail_with_a_last_line() {
+    let mut setup = Setup::new();
+    rich_history(&mut setup, 4, 2);
+    let _: () = setup.conn.hdel(keys().events(), 3).unwrap();
+    let registry = registry(vec![identity("0002_noop")]);
+    let (result, lines) = setup.run(&registry, Command::Migrate).await;
+    let message = failed(result);
+    assert!(
+        message.contains("Position 3 has no stored events"),
+        "{message}"
+    );
+    assert_eq!(lines.last().unwrap(), &message);
+}

@@ -1,0 +1,247 @@
+//! Durability (SPEC 6.1): an interrupted `migrate` or `finalize` resumes at the
+//! last checkpoint and ends byte-identical to an uninterrupted run.
+
+mod engine_common;
+
+use engine_common::*;
+use migration_worker::engine::{Command, EngineError};
+use serde_json::json;
+
+const POSITIONS: u64 = 25;
+
+async fn uninterrupted(command: Command) -> Setup {
+    let mut setup = Setup::new();
+    rich_history(&mut setup, POSITIONS, 42);
+    setup.run_ok(&chain_registry(), command).await;
+    setup
+}
+
+#[tokio::test]
+async fn migrate_stopped_after_k_positions_resumes_identically() {
+    let registry = chain_registry();
+    let mut reference = uninterrupted(Command::Migrate).await;
+    let expected_area = reference.dump_area();
+    let expected_final = {
+        reference.run_ok(&registry, Command::Finalize).await;
+        reference.dump()
+    };
+    for k in [1usize, 2, 7, 13, 23] {
+        let mut setup = Setup::new();
+        rich_history(&mut setup, POSITIONS, 42);
+        let (result, lines) = run_stopping(&setup, &registry, Command::Migrate, 1, k).await;
+        assert!(
+            matches!(result, Err(EngineError::Cancelled)),
+            "k={k}: {result:?} {lines:?}"
+        );
+        // Cancelled while position k + 1 was being migrated: that batch is
+        // written (with the keyframes) before the run stops.
+        let k = k + 1;
+        assert!(
+            lines
+                .last()
+                .unwrap()
+                .contains(&format!("Stopped after position {k}")),
+            "{lines:?}"
+        );
+        let state = setup.dump_area();
+        assert_eq!(
+            state["{t}:mig:state"]["cursor"],
+            json!(k.to_string()),
+            "k={k}"
+        );
+        assert_eq!(
+            state["{t}:mig:state"]["keyframe_cursor"],
+            json!(k.to_string())
+        );
+        // Resume with a different batch size: the result must not depend on it.
+        let (result, lines) =
+            run_stopping(&setup, &registry, Command::Migrate, 3, usize::MAX).await;
+        assert!(result.is_ok(), "k={k}: {result:?} {lines:?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("({k} of {POSITIONS} positions already migrated)"))),
+            "{lines:?}"
+        );
+        assert_eq!(setup.dump_area(), expected_area, "k={k}");
+        setup.run_ok(&registry, Command::Finalize).await;
+        assert_eq!(setup.dump(), expected_final, "k={k}");
+    }
+}
+
+#[tokio::test]
+async fn migrate_fenced_after_k_positions_resumes_identically() {
+    let registry = chain_registry();
+    let mut reference = uninterrupted(Command::Migrate).await;
+    let expected_area = reference.dump_area();
+    // (stopped cleanly after `clean` positions or not at all, then fenced
+    // after k more checkpoints): the stored keyframes lag behind the cursor.
+    for (clean, k) in [(0usize, 3usize), (0, 11), (4, 6)] {
+        let mut setup = Setup::new();
+        rich_history(&mut setup, POSITIONS, 42);
+        if clean > 0 {
+            let (result, _) = run_stopping(&setup, &registry, Command::Migrate, 1, clean).await;
+            assert!(matches!(result, Err(EngineError::Cancelled)), "{result:?}");
+        }
+        let flushed = setup
+            .dump_area()
+            .get("{t}:mig:state")
+            .map(|s| s["keyframe_cursor"].clone());
+        // Another worker takes the lock after k checkpoints: the next
+        // checkpoint is refused and nothing more is written.
+        let mut conn = setup.server.connection();
+        let engine = setup
+            .engine(
+                &registry,
+                migration_worker::engine::EngineOptions {
+                    verbose: true,
+                    max_positions_per_second: 0,
+                },
+            )
+            .await
+            .with_batch_positions(1);
+        struct FenceAfter<'a> {
+            conn: &'a mut redis::Connection,
+            left: usize,
+        }
+        impl migration_worker::engine::OutputSink for FenceAfter<'_> {
+            async fn line(&mut self, line: String) -> Result<(), EngineError> {
+                if line.starts_with("Position ") {
+                    self.left -= 1;
+                    if self.left == 0 {
+                        set_token(self.conn, TOKEN + 1);
+                    }
+                }
+                Ok(())
+            }
+        }
+        let mut sink = FenceAfter {
+            conn: &mut conn,
+            left: k,
+        };
+        let result = engine.run(Command::Migrate, &mut sink).await;
+        assert!(matches!(result, Err(EngineError::Fenced)), "{result:?}");
+        let state = setup.dump_area()["{t}:mig:state"].clone();
+        let expected_cursor = if clean > 0 { clean + 1 + k } else { k };
+        assert_eq!(state["cursor"], json!(expected_cursor.to_string()));
+        // No flush happened in between: a later run redoes from the flush.
+        assert_eq!(
+            Some(state["keyframe_cursor"].clone()),
+            flushed
+                .or(Some(serde_json::Value::Null))
+                .map(|v| if v.is_null() {
+                    state["keyframe_cursor"].clone()
+                } else {
+                    v
+                })
+        );
+        set_token(&mut setup.conn, TOKEN);
+        let lines = setup.run_ok(&registry, Command::Migrate).await;
+        assert!(
+            !lines.iter().any(|l| l.contains("another registry")),
+            "same registry: the area is resumed, not discarded: {lines:?}"
+        );
+        let resumed_from = if clean > 0 { clean + 1 } else { 0 };
+        assert!(
+            lines.iter().any(|l| l.contains(&format!(
+                "({resumed_from} of {POSITIONS} positions already migrated)"
+            ))),
+            "{lines:?}"
+        );
+        assert_eq!(setup.dump_area(), expected_area, "clean={clean} k={k}");
+    }
+}
+
+#[tokio::test]
+async fn finalize_interrupted_at_each_step_ends_identically() {
+    let registry = chain_registry();
+    let mut reference = uninterrupted(Command::Finalize).await;
+    let expected = reference.dump();
+    assert_eq!(expected["{t}:ds:migration_index"], json!("4"));
+
+    // Step 1: stopped inside finalize's migrate pass, then finalize again.
+    for k in [1usize, 9, 24] {
+        let mut setup = Setup::new();
+        rich_history(&mut setup, POSITIONS, 42);
+        let (result, _) = run_stopping(&setup, &registry, Command::Finalize, 2, k).await;
+        assert!(matches!(result, Err(EngineError::Cancelled)), "{result:?}");
+        assert_eq!(
+            setup.get("ds:migration_index").as_deref(),
+            Some("1"),
+            "live data untouched"
+        );
+        setup.run_ok(&registry, Command::Finalize).await;
+        assert_eq!(setup.dump(), expected, "k={k}");
+    }
+
+    // Step 2: the migrate pass finished, crash before the flip: the re-run
+    // only flips.
+    let mut setup = Setup::new();
+    rich_history(&mut setup, POSITIONS, 42);
+    setup.run_ok(&registry, Command::Migrate).await;
+    let lines = setup.run_ok(&registry, Command::Finalize).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("0 positions and 0 events to migrate")),
+        "{lines:?}"
+    );
+    assert_eq!(setup.dump(), expected);
+
+    // Step 3: the flip refused (lock lost right before it): nothing live
+    // changes, the area stays complete, and the next finalize flips.
+    let mut setup = Setup::new();
+    rich_history(&mut setup, POSITIONS, 42);
+    setup.run_ok(&registry, Command::Migrate).await;
+    let before = setup.dump();
+    set_token(&mut setup.conn, TOKEN + 1);
+    let (result, _) = setup.run(&registry, Command::Finalize).await;
+    assert!(matches!(result, Err(EngineError::Fenced)), "{result:?}");
+    assert_eq!(setup.dump(), before);
+    set_token(&mut setup.conn, TOKEN);
+    setup.run_ok(&registry, Command::Finalize).await;
+    assert_eq!(setup.dump(), expected);
+
+    // Step 4: crash after the flip: the re-run finds nothing to do.
+    let lines = setup.run_ok(&registry, Command::Finalize).await;
+    assert!(
+        lines.last().unwrap().contains("nothing to finalize"),
+        "{lines:?}"
+    );
+    assert_eq!(setup.dump(), expected);
+}
+
+#[tokio::test]
+async fn resumed_run_rebuilds_the_unstored_lowest_keyframe() {
+    // The first migration reads `old` (the MI 1 keyframe, never stored: a
+    // resumed run rebuilds it from the live events), the second `new`.
+    let registry = registry(vec![
+        std::sync::Arc::new(ReadsContext),
+        rename_field("0003_rename", "motion", "title", "name"),
+    ]);
+    let mut reference = Setup::new();
+    rich_history(&mut reference, POSITIONS, 77);
+    reference.run_ok(&registry, Command::Migrate).await;
+    let expected = reference.dump_area();
+    assert!(
+        !expected
+            .keys()
+            .any(|k| k.starts_with("{t}:mig:keyframe:1:")),
+        "{expected:?}"
+    );
+    assert!(expected.contains_key("{t}:mig:keyframe:2:motion"));
+    for k in [3usize, 17] {
+        let mut setup = Setup::new();
+        rich_history(&mut setup, POSITIONS, 77);
+        let (result, _) = run_stopping(&setup, &registry, Command::Migrate, 2, k).await;
+        assert!(matches!(result, Err(EngineError::Cancelled)), "{result:?}");
+        let lines = setup.run_ok(&registry, Command::Migrate).await;
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("Rebuilding the keyframe of migration index 1")),
+            "{lines:?}"
+        );
+        assert_eq!(setup.dump_area(), expected, "k={k}");
+    }
+}
