@@ -3,10 +3,13 @@
 #
 #   1. a Redis: $REDIS_URL if set, else a private redis-server on a free port
 #      in a temp dir (installed with apt-get when missing), stopped at exit;
-#   2. builds and starts `migration-api` and 2 `migration-worker`s;
-#   3. writes a small demo datastore through the write route, reads it back
-#      with get and get_all, asks the migration route for `stats`, and prints
-#      everything.
+#   2. builds and starts `migration-api` and 2 `migration-worker`s with the
+#      example migrations (`examples/migrations.json`: MI 1 -> 4);
+#   3. writes the example datastore (`examples/datastore.json`, 265 positions
+#      at MI 1) through the write route and reads a model back;
+#   4. runs the migration: `stats`, `migrate` (progress shown while it runs),
+#      `finalize`, `stats`, and reads the migrated model; exits non-zero when
+#      any step does not end as it should.
 #
 #   scripts/run-local.sh                 # demo, then stop everything
 #   KEEP_RUNNING=1 scripts/run-local.sh  # demo, then keep running until Ctrl-C
@@ -74,6 +77,17 @@ wait_for_http() {
   exit 1
 }
 
+need_package() { # command, Debian package
+  if ! command -v "$1" >/dev/null 2>&1; then
+    log "$1 not found: installing $2 with apt-get"
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+    $SUDO apt-get update
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y "$2"
+  fi
+}
+need_package curl curl
+
 # ----- 1. Redis -----
 if [ -z "${REDIS_URL:-}" ]; then
   if ! command -v redis-server >/dev/null 2>&1; then
@@ -119,6 +133,9 @@ API_PORT=$(free_port)
 export API_ADDR="127.0.0.1:$API_PORT"
 API_URL="http://$API_ADDR"
 export RUST_LOG=${RUST_LOG:-info}
+export MIGRATIONS_FILE=${MIGRATIONS_FILE:-$PWD/examples/migrations.json}
+# Slow the workers down a little so that the demo shows a running migration.
+export WORKER_MAX_POSITIONS_PER_SECOND=${WORKER_MAX_POSITIONS_PER_SECOND:-150}
 
 log "starting migration-api on $API_URL (log $WORK_DIR/api.log)"
 "$BIN_DIR/migration-api" >"$WORK_DIR/api.log" 2>&1 &
@@ -152,29 +169,80 @@ call() {
     -w '\n(HTTP %{http_code})\n'
 }
 
-# ----- 3. the demo datastore -----
+# POSTs a migration command quietly; the JSON answer goes to stdout.
+command_json() {
+  curl -sS -X POST "$API_URL/internal/migrations" -H "$AUTH_HEADER" \
+    -H 'Content-Type: application/json' --data-binary "$1"
+}
+
+# The value of the string field $2 in the JSON $1 (no jq on a fresh machine;
+# enough for the api's flat answers: unescapes \n, \" and \\).
+json_string() {
+  printf '%s' "$1" | sed -n 's/.*"'"$2"'":"\(\([^"\\]\|\\.\)*\)".*/\1/p' \
+    | sed -e 's/\\n/\n/g' -e 's/\\"/"/g' -e 's/\\\\/\\/g'
+}
+
+# Runs migration command $1, shows its output as it grows, and checks that it
+# ends without an exception in state $2.
+run_migration() {
+  local cmd=$1 expected=$2 answer status output shown=0 lines
+  log "$cmd"
+  answer=$(command_json "{\"cmd\": \"$cmd\"}")
+  while :; do
+    if ! printf '%s' "$answer" | grep -q '"success":true'; then
+      echo "the api refused '$cmd': $answer" >&2
+      exit 1
+    fi
+    status=$(json_string "$answer" status)
+    output=$(json_string "$answer" output)
+    lines=$(printf '%s' "$output" | grep -c '' || true)
+    if [ "$lines" -gt "$shown" ]; then
+      printf '%s\n' "$output" | tail -n "+$((shown + 1))" | sed 's/^/  | /'
+      shown=$lines
+    fi
+    [ "$status" = migration_running ] || break
+    sleep 0.3
+    answer=$(command_json '{"cmd": "progress"}')
+  done
+  if printf '%s' "$answer" | grep -q '"exception":'; then
+    echo "'$cmd' failed: $(json_string "$answer" exception)" >&2
+    exit 1
+  fi
+  echo "status: $status"
+  if [ "$status" != "$expected" ]; then
+    echo "expected status $expected after '$cmd', got $status" >&2
+    exit 1
+  fi
+}
+
+# ----- 3. the example datastore -----
 log "health"
 curl -sS "$API_URL/health" -w '\n(HTTP %{http_code})\n'
 
-log "write: two positions (create two motions and a tag; then change one)"
-call /internal/datastore/writer/write '[
-  {"user_id": 1, "information": {"demo": "run-local"}, "events": [
-    {"type": "create", "fqid": "motion/1", "fields": {"title": "First motion", "text": "draft", "tag_ids": [1]}},
-    {"type": "create", "fqid": "motion/2", "fields": {"title": "Second motion", "tag_ids": []}},
-    {"type": "create", "fqid": "tag/1", "fields": {"name": "budget"}}]},
-  {"user_id": 1, "information": {}, "events": [
-    {"type": "update", "fqid": "motion/1", "fields": {"title": "First motion (amended)", "text": null},
-     "list_fields": {"add": {"tag_ids": [2]}, "remove": {}}}]}
-]'
+log "write examples/datastore.json (265 positions at migration index 1)"
+answer=$(curl -sS -X POST "$API_URL/internal/datastore/writer/write" -H "$AUTH_HEADER" \
+  -H 'Content-Type: application/json' --data-binary @examples/datastore.json)
+if ! printf '%s' "$answer" | grep -q '"success":true'; then
+  echo "the example datastore was refused: $answer" >&2
+  exit 1
+fi
+printf '%s' "$answer" | head -c 80
+echo " ..."
 
-log "get motion/1"
-call /internal/datastore/reader/get '{"fqid": "motion/1"}'
+log "get motion/7 before the migration (MI 1: it has a title)"
+call /internal/datastore/reader/get '{"fqid": "motion/7"}'
 
-log "get_all motion"
-call /internal/datastore/reader/get_all '{"collection": "motion"}'
-
-log "migration stats (the migration route may still be in progress)"
+# ----- 4. the migration -----
+log "stats"
 call /internal/migrations '{"cmd": "stats"}'
+run_migration migrate finalization_required
+log "stats after migrate (readers still see the old data)"
+call /internal/migrations '{"cmd": "stats"}'
+run_migration finalize no_migration_required
+log "stats after finalize"
+call /internal/migrations '{"cmd": "stats"}'
+log "get motion/7 after the migration (MI 4: title renamed to name, weight added, legacy removed)"
+call /internal/datastore/reader/get '{"fqid": "motion/7"}'
 
 if [ "${KEEP_RUNNING:-}" = 1 ]; then
   log "running; Ctrl-C stops everything"
