@@ -9,7 +9,6 @@ use axum::{middleware, Router};
 use migration_shared::config::{Config, ConfigError};
 use migration_shared::migrations::Registry;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::require_internal_auth;
@@ -18,14 +17,7 @@ use crate::state::AppState;
 
 /// Builds the registry from `MIGRATIONS_FILE` (or the compiled-in one).
 pub fn load_registry(config: &Config) -> Result<Arc<Registry>, ConfigError> {
-    let registry = Registry::load(config.migrations_file.as_deref())?;
-    tracing::info!(
-        migrations = registry.migrations().len(),
-        target_migration_index = registry.target_migration_index(),
-        fingerprint = %registry.fingerprint(),
-        "migration registry loaded"
-    );
-    Ok(Arc::new(registry))
+    Registry::load_at_start(config).map(Arc::new)
 }
 
 /// The router with every route and layer.
@@ -65,27 +57,6 @@ pub async fn run(
 
 /// Completes at the first SIGTERM or SIGINT.
 pub fn shutdown_on_signal() -> impl Future<Output = ()> + Send + 'static {
-    let token = CancellationToken::new();
-    let trigger = token.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown requested: draining requests");
-        trigger.cancel();
-    });
+    let token = migration_shared::shutdown::cancel_on_signal("draining requests");
     async move { token.cancelled().await }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = terminate.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

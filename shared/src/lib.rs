@@ -13,6 +13,7 @@ pub mod migrations;
 pub mod presence;
 pub mod redis_client;
 pub mod scripts;
+pub mod shutdown;
 pub mod stats;
 pub mod telemetry;
 #[cfg(feature = "test-support")]

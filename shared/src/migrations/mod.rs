@@ -152,6 +152,23 @@ impl Registry {
         }
     }
 
+    /// [`Registry::load`] for a binary at start: the error names
+    /// `MIGRATIONS_FILE` (the caller exits 2 with it); success is logged with
+    /// the fingerprint, so operators can compare replicas during a rolling
+    /// deploy.
+    pub fn load_at_start(
+        config: &crate::config::Config,
+    ) -> Result<Registry, crate::config::ConfigError> {
+        let registry = Registry::load(config.migrations_file.as_deref())?;
+        tracing::info!(
+            migrations = registry.migrations().len(),
+            target_migration_index = registry.target_migration_index(),
+            fingerprint = %registry.fingerprint(),
+            "migration registry loaded"
+        );
+        Ok(registry)
+    }
+
     /// Parses the text of a `MIGRATIONS_FILE`; errors name `path` as the
     /// file. [`Registry::load`] reads the file and calls this; tests use it
     /// directly.
