@@ -131,6 +131,14 @@ pub fn apply_event(models: &mut Models, event: &Event, position: u64) -> Result<
             for (name, value) in fields {
                 if value.is_null() {
                     model.fields.remove(name);
+                } else if let Some(slot) = model.fields.get_mut(name) {
+                    // Most updates overwrite an existing field: reuse its
+                    // key (and a string value's buffer) instead of
+                    // allocating copies; this runs for every keyframe event.
+                    match (slot, value) {
+                        (Value::String(old), Value::String(new)) => old.clone_from(new),
+                        (slot, value) => *slot = value.clone(),
+                    }
                 } else {
                     model.fields.insert(name.clone(), value.clone());
                 }
