@@ -271,6 +271,27 @@ mod tests {
     }
 
     #[test]
+    fn update_overwrites_adds_and_removes_fields() {
+        let mut models = Models::new();
+        create(&mut models);
+        let update = |value: Value| Event::Update {
+            fqid: fqid(),
+            fields: fields(value),
+        };
+        // String over a longer string, a number over a string, a string over
+        // a list, a new field, a removal.
+        let event = update(json!({"title": "B", "tag_ids": "x", "new": 1}));
+        apply_event(&mut models, &event, 2).unwrap();
+        let event = update(json!({"title": "a much longer title", "new": "s", "tag_ids": null}));
+        apply_event(&mut models, &event, 3).unwrap();
+        apply_event(&mut models, &update(json!({"title": 7})), 4).unwrap();
+        assert_eq!(
+            models[&fqid()].reader_view(),
+            json!({"title": 7, "new": "s", "meta_position": 4})
+        );
+    }
+
+    #[test]
     fn list_fields_on_a_scalar_changes_nothing() {
         let mut models = Models::new();
         create(&mut models);
