@@ -382,6 +382,9 @@ pub(crate) async fn migrate<S: OutputSink>(
             return Err(EngineError::Cancelled);
         }
     }
+    // Freeing every model of the keyframes takes a while with many models:
+    // done on a blocking thread, beside the last checkpoint and finalize.
+    tokio::task::spawn_blocking(move || drop(keyframes));
     if let Some(last_checkpoint) = in_flight.take() {
         let lines = last_checkpoint.land(&mut done, &mut events_done).await?;
         report(sink, &mut progress, lines, done, events_done).await?;
