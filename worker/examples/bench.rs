@@ -155,6 +155,11 @@ async fn run(url: &str, redis_set_per_s: f64) -> Result<(), Box<dyn std::error::
     Ok(())
 }
 
+/// The same allocator as the `migration-worker` binary, so the figures are
+/// the worker's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();

@@ -82,6 +82,69 @@ async fn falling_migration_index_is_migrated_from_each_positions_own_index() {
 }
 
 #[tokio::test]
+async fn falling_migration_indices_give_the_same_result_on_both_paths() {
+    // Rust migrations (a keyframe per MI, lower ones copied when a lower MI
+    // appears) and the same operations as declarative migrations (only the
+    // target keyframe) must agree on falling MIs too.
+    let history = |setup: &mut Setup| {
+        setup.write(
+            3,
+            vec![
+                json!({"type": "create", "fqid": "motion/1", "fields": {"name": "A", "weight": 1}}),
+            ],
+        );
+        setup.write(
+            2,
+            vec![
+                json!({"type": "create", "fqid": "motion/2", "fields": {"name": "B", "legacy": 2}}),
+            ],
+        );
+        setup.write(
+            1,
+            vec![
+                json!({"type": "update", "fqid": "motion/1", "fields": {"title": "C", "legacy": 3}}),
+                json!({"type": "create", "fqid": "motion/3", "fields": {"title": "D"}}),
+                json!({"type": "create", "fqid": "topic/1", "fields": {"title": "E"}}),
+            ],
+        );
+        setup.write(
+            1,
+            vec![json!({"type": "update", "fqid": "topic/1", "fields": {"title": "F"}})],
+        );
+    };
+    let mut general = Setup::new();
+    history(&mut general);
+    let mut blind = Setup::new();
+    history(&mut blind);
+    general.run_ok(&chain_registry(), Command::Migrate).await;
+    blind
+        .run_ok(&declarative_chain_registry(), Command::Migrate)
+        .await;
+    let (general_area, blind_area) = (general.dump_area(), blind.dump_area());
+    assert_eq!(
+        general_area["{t}:mig:events"], blind_area["{t}:mig:events"],
+        "{general_area:?}"
+    );
+    assert_eq!(
+        general_area["{t}:mig:keyframe:4:motion"],
+        blind_area["{t}:mig:keyframe:4:motion"]
+    );
+    assert!(!blind_area.keys().any(|k| k.contains(":mig:keyframe:3:")));
+    general.run_ok(&chain_registry(), Command::Finalize).await;
+    blind
+        .run_ok(&declarative_chain_registry(), Command::Finalize)
+        .await;
+    assert_eq!(general.dump(), blind.dump());
+    assert_eq!(
+        blind.live_models()["motion/1"].fields,
+        json!({"name": "C", "weight": 1})
+            .as_object()
+            .unwrap()
+            .clone()
+    );
+}
+
+#[tokio::test]
 async fn failing_migration_names_position_and_migration() {
     let mut setup = Setup::new();
     setup.write(

@@ -3,23 +3,38 @@
 
 mod engine_common;
 
+use std::sync::Arc;
+
 use engine_common::*;
+use migration_shared::migrations::Registry;
 use migration_worker::engine::{Command, EngineError};
 use serde_json::json;
 
 const POSITIONS: u64 = 25;
 
-async fn uninterrupted(command: Command) -> Setup {
+async fn uninterrupted(registry: &Arc<Registry>, command: Command) -> Setup {
     let mut setup = Setup::new();
     rich_history(&mut setup, POSITIONS, 42);
-    setup.run_ok(&chain_registry(), command).await;
+    setup.run_ok(registry, command).await;
     setup
 }
 
+// Each durability test runs twice: with Rust migrations (the engine keeps a
+// keyframe per MI) and with the same operations as declarative migrations
+// (none reads the context: only the target keyframe is kept).
+
 #[tokio::test]
 async fn migrate_stopped_after_k_positions_resumes_identically() {
-    let registry = chain_registry();
-    let mut reference = uninterrupted(Command::Migrate).await;
+    stopped_after_k_positions_resumes_identically(chain_registry()).await;
+}
+
+#[tokio::test]
+async fn migrate_stopped_after_k_positions_resumes_identically_declarative() {
+    stopped_after_k_positions_resumes_identically(declarative_chain_registry()).await;
+}
+
+async fn stopped_after_k_positions_resumes_identically(registry: Arc<Registry>) {
+    let mut reference = uninterrupted(&registry, Command::Migrate).await;
     let expected_area = reference.dump_area();
     let expected_final = {
         reference.run_ok(&registry, Command::Finalize).await;
@@ -57,6 +72,14 @@ async fn migrate_stopped_after_k_positions_resumes_identically() {
         let (result, lines) =
             run_stopping(&setup, &registry, Command::Migrate, 3, usize::MAX).await;
         assert!(result.is_ok(), "k={k}: {result:?} {lines:?}");
+        // Only a registry that reads the context needs the lowest keyframe.
+        assert_eq!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("Rebuilding the keyframe")),
+            registry.reads_context(),
+            "{lines:?}"
+        );
         assert!(
             lines
                 .iter()
@@ -71,8 +94,16 @@ async fn migrate_stopped_after_k_positions_resumes_identically() {
 
 #[tokio::test]
 async fn migrate_fenced_after_k_positions_resumes_identically() {
-    let registry = chain_registry();
-    let mut reference = uninterrupted(Command::Migrate).await;
+    fenced_after_k_positions_resumes_identically(chain_registry()).await;
+}
+
+#[tokio::test]
+async fn migrate_fenced_after_k_positions_resumes_identically_declarative() {
+    fenced_after_k_positions_resumes_identically(declarative_chain_registry()).await;
+}
+
+async fn fenced_after_k_positions_resumes_identically(registry: Arc<Registry>) {
+    let mut reference = uninterrupted(&registry, Command::Migrate).await;
     let expected_area = reference.dump_area();
     // (stopped cleanly after `clean` positions or not at all, then fenced
     // after k more checkpoints): the stored keyframes lag behind the cursor.
@@ -154,8 +185,16 @@ async fn migrate_fenced_after_k_positions_resumes_identically() {
 
 #[tokio::test]
 async fn finalize_interrupted_at_each_step_ends_identically() {
-    let registry = chain_registry();
-    let mut reference = uninterrupted(Command::Finalize).await;
+    finalize_interrupted_ends_identically(chain_registry()).await;
+}
+
+#[tokio::test]
+async fn finalize_interrupted_at_each_step_ends_identically_declarative() {
+    finalize_interrupted_ends_identically(declarative_chain_registry()).await;
+}
+
+async fn finalize_interrupted_ends_identically(registry: Arc<Registry>) {
+    let mut reference = uninterrupted(&registry, Command::Finalize).await;
     let expected = reference.dump();
     assert_eq!(expected["{t}:ds:migration_index"], json!("4"));
 
@@ -244,4 +283,41 @@ async fn resumed_run_rebuilds_the_unstored_lowest_keyframe() {
         );
         assert_eq!(setup.dump_area(), expected, "k={k}");
     }
+}
+
+#[tokio::test]
+async fn declarative_chain_keeps_only_the_target_keyframe_with_the_same_result() {
+    // Same operations, once as Rust migrations (a keyframe per MI, MIs 2 and
+    // 3 stored) and once declarative (only MI 4 kept): the migrated events,
+    // the target keyframe and the finalized datastore are byte-identical.
+    let mut general = uninterrupted(&chain_registry(), Command::Migrate).await;
+    let mut blind = uninterrupted(&declarative_chain_registry(), Command::Migrate).await;
+    let (general_area, blind_area) = (general.dump_area(), blind.dump_area());
+    let keyframe_mis = |area: &std::collections::BTreeMap<String, serde_json::Value>| {
+        let mut mis: Vec<String> = area
+            .keys()
+            .filter_map(|k| k.strip_prefix("{t}:mig:keyframe:"))
+            .filter_map(|rest| rest.split(':').next())
+            .map(str::to_string)
+            .collect();
+        mis.dedup();
+        mis
+    };
+    assert_eq!(keyframe_mis(&general_area), ["2", "3", "4"]);
+    assert_eq!(keyframe_mis(&blind_area), ["4"]);
+    let same = |key: &str| general_area[key] == blind_area[key];
+    for key in blind_area.keys() {
+        if key.starts_with("{t}:mig:keyframe:4:")
+            || ["{t}:mig:events", "{t}:mig:position_mi", "{t}:mig:mi_counts"]
+                .contains(&key.as_str())
+        {
+            assert!(same(key), "{key}");
+        }
+    }
+    assert_eq!(blind_area["{t}:mig:state"]["min_mi"], json!("4"));
+    general.run_ok(&chain_registry(), Command::Finalize).await;
+    blind
+        .run_ok(&declarative_chain_registry(), Command::Finalize)
+        .await;
+    assert_eq!(general.dump(), blind.dump());
 }

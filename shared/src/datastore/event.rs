@@ -104,12 +104,17 @@ impl Event {
 
 /// Orders the events of one position as migrations see them: creates first,
 /// then the rest, each group in its original order (SPEC section 6).
-pub fn creates_first(events: Vec<Event>) -> Vec<Event> {
-    let (mut creates, rest): (Vec<Event>, Vec<Event>) = events
-        .into_iter()
-        .partition(|event| matches!(event, Event::Create { .. }));
-    creates.extend(rest);
-    creates
+pub fn creates_first(mut events: Vec<Event>) -> Vec<Event> {
+    let is_create = |event: &Event| matches!(event, Event::Create { .. });
+    // Usually already in order: then nothing moves and nothing is allocated
+    // (this runs for every position and migration step of the engine).
+    if let Some(first_other) = events.iter().position(|event| !is_create(event)) {
+        if events[first_other..].iter().any(is_create) {
+            // A stable sort keeps each group's order.
+            events[first_other..].sort_by_key(|event| !is_create(event));
+        }
+    }
+    events
 }
 
 #[cfg(test)]
@@ -123,6 +128,36 @@ mod tests {
         let events: Vec<Event> = serde_json::from_str(text).unwrap();
         assert_eq!(events[1].type_name(), "listfields");
         assert_eq!(serde_json::to_string(&events).unwrap(), text);
+    }
+
+    #[test]
+    fn creates_first_keeps_each_group_in_order() {
+        let event = |text: &str| -> Event {
+            let (kind, id) = text.split_at(1);
+            let fqid: Fqid = format!("m/{id}").parse().unwrap();
+            match kind {
+                "c" => Event::Create {
+                    fqid,
+                    fields: Fields::new(),
+                },
+                "u" => Event::Update {
+                    fqid,
+                    fields: Fields::new(),
+                },
+                _ => Event::Delete { fqid },
+            }
+        };
+        let events = |texts: &str| -> Vec<Event> { texts.split(' ').map(event).collect() };
+        for (input, expected) in [
+            ("c1 u1 u2", "c1 u1 u2"),
+            ("u1 d2 u3", "u1 d2 u3"),
+            ("c1 c2", "c1 c2"),
+            ("u1 c2 d3 c4 u5", "c2 c4 u1 d3 u5"),
+            ("c1 u2 c3 u4 c5", "c1 c3 c5 u2 u4"),
+        ] {
+            assert_eq!(creates_first(events(input)), events(expected), "{input}");
+        }
+        assert!(creates_first(Vec::new()).is_empty());
     }
 
     #[test]

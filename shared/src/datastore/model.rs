@@ -131,6 +131,14 @@ pub fn apply_event(models: &mut Models, event: &Event, position: u64) -> Result<
             for (name, value) in fields {
                 if value.is_null() {
                     model.fields.remove(name);
+                } else if let Some(slot) = model.fields.get_mut(name) {
+                    // Most updates overwrite an existing field: reuse its
+                    // key (and a string value's buffer) instead of
+                    // allocating copies; this runs for every keyframe event.
+                    match (slot, value) {
+                        (Value::String(old), Value::String(new)) => old.clone_from(new),
+                        (slot, value) => *slot = value.clone(),
+                    }
                 } else {
                     model.fields.insert(name.clone(), value.clone());
                 }
@@ -260,6 +268,27 @@ mod tests {
         );
         let stored = models[&fqid()].to_stored_json();
         assert_eq!(Model::from_stored_json(&stored).unwrap(), models[&fqid()]);
+    }
+
+    #[test]
+    fn update_overwrites_adds_and_removes_fields() {
+        let mut models = Models::new();
+        create(&mut models);
+        let update = |value: Value| Event::Update {
+            fqid: fqid(),
+            fields: fields(value),
+        };
+        // String over a longer string, a number over a string, a string over
+        // a list, a new field, a removal.
+        let event = update(json!({"title": "B", "tag_ids": "x", "new": 1}));
+        apply_event(&mut models, &event, 2).unwrap();
+        let event = update(json!({"title": "a much longer title", "new": "s", "tag_ids": null}));
+        apply_event(&mut models, &event, 3).unwrap();
+        apply_event(&mut models, &update(json!({"title": 7})), 4).unwrap();
+        assert_eq!(
+            models[&fqid()].reader_view(),
+            json!({"title": 7, "new": "s", "meta_position": 4})
+        );
     }
 
     #[test]

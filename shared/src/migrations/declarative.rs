@@ -225,6 +225,11 @@ impl Migration for DeclarativeMigration {
         format!("declarative-v1:{}", canonical_json(&ops))
     }
 
+    /// The four operations look at the events alone.
+    fn reads_context(&self) -> bool {
+        false
+    }
+
     fn migrate(
         &self,
         context: &MigrationContext<'_>,

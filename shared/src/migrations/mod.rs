@@ -103,6 +103,15 @@ pub trait Migration: Send + Sync {
         context: &MigrationContext<'_>,
         events: Vec<Event>,
     ) -> Result<Vec<Event>, MigrationError>;
+
+    /// Whether [`Migration::migrate`] looks at `context.old` / `context.new`
+    /// (the default, always safe). A migration that returns `false` must not
+    /// read them: when no migration of a registry reads the context, the
+    /// engine keeps only the target's models and hands empty maps to
+    /// `old`/`new`, which halves its work and memory.
+    fn reads_context(&self) -> bool {
+        true
+    }
 }
 
 /// The ordered list of migrations both binaries build at start.
@@ -139,6 +148,13 @@ impl Registry {
     /// The migrations in order.
     pub fn migrations(&self) -> &[Arc<dyn Migration>] {
         &self.migrations
+    }
+
+    /// True when some migration reads the models before the position
+    /// ([`Migration::reads_context`]): only then must the engine keep the
+    /// models of every MI below the target.
+    pub fn reads_context(&self) -> bool {
+        self.migrations.iter().any(|m| m.reads_context())
     }
 
     /// The registry both binaries run with: `None` (no `MIGRATIONS_FILE`)
@@ -331,6 +347,22 @@ mod tests {
                 .digest()
                 .to_string()
         );
+    }
+
+    #[test]
+    fn only_rust_migrations_read_the_context() {
+        let declarative = from_json(SPEC_EXAMPLE);
+        assert!(declarative.migrations().iter().all(|m| !m.reads_context()));
+        assert!(!declarative.reads_context());
+        assert!(!Registry::default().reads_context());
+        // One migration that reads old/new is enough to need every keyframe.
+        let mut migrations = declarative.migrations().to_vec();
+        migrations.push(Arc::new(SplitOffUpdate::new(
+            "0005_split",
+            "motion",
+            "text",
+        )));
+        assert!(Registry::new(migrations).reads_context());
     }
 
     #[test]

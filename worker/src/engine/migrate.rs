@@ -211,6 +211,13 @@ pub(crate) async fn migrate<S: OutputSink>(
 
     let mut keyframes = match (area_is_current, area.min_mi) {
         (true, Some(min_mi)) if cursor > 0 => {
+            // Without a migration reading the context only the target
+            // keyframe is needed (see `position.rs`); nothing to rebuild.
+            let min_mi = if registry.reads_context() {
+                min_mi
+            } else {
+                target
+            };
             let stored_from = if min_mi < target { min_mi + 1 } else { min_mi };
             let loaded = match engine.store.load_keyframes(stored_from, target).await {
                 Ok(loaded) => loaded,
@@ -375,6 +382,9 @@ pub(crate) async fn migrate<S: OutputSink>(
             return Err(EngineError::Cancelled);
         }
     }
+    // Freeing every model of the keyframes takes a while with many models:
+    // done on a blocking thread, beside the last checkpoint and finalize.
+    tokio::task::spawn_blocking(move || drop(keyframes));
     if let Some(last_checkpoint) = in_flight.take() {
         let lines = last_checkpoint.land(&mut done, &mut events_done).await?;
         report(sink, &mut progress, lines, done, events_done).await?;

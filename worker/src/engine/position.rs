@@ -45,6 +45,16 @@ pub(crate) fn migrate_position(
 ) -> Result<MigratedPosition, PositionError> {
     let target = registry.target_migration_index();
     let source = source?;
+    if source_mi < target && !registry.reads_context() {
+        return migrate_position_blind(
+            registry,
+            keyframes,
+            position,
+            source_mi,
+            source_json,
+            source,
+        );
+    }
     keyframes.ensure_range(source_mi, target);
 
     // Events at each MI from source_mi to target; all computed against the
@@ -117,6 +127,74 @@ pub(crate) fn migrate_position(
         events,
         source_events,
         garbage: by_mi,
+    })
+}
+
+/// [`migrate_position`] for registries whose migrations never read the
+/// context ([`Registry::reads_context`]): the migrations see empty `old` and
+/// `new`, each step consumes the previous step's output, and only the target
+/// keyframe is advanced. That keyframe is the same as on the general path
+/// (it is the replay of the migrated events alone); the lower ones are
+/// neither kept nor stored.
+fn migrate_position_blind(
+    registry: &Registry,
+    keyframes: &mut Keyframes,
+    position: u64,
+    source_mi: u64,
+    source_json: String,
+    source: Vec<Event>,
+) -> Result<MigratedPosition, PositionError> {
+    let target = registry.target_migration_index();
+    keyframes.ensure_range(target, target);
+    // The source is kept to tell an unchanged position (stored as its live
+    // JSON) from a changed one.
+    let mut events = source.clone();
+    for mi in source_mi..target {
+        let context = MigrationContext {
+            position,
+            target_migration_index: mi + 1,
+            old: &EMPTY,
+            new: &EMPTY,
+        };
+        events = registry
+            .migrate_position(&context, events)
+            .map_err(|err| named(registry, &context, err.to_string()))?;
+    }
+    for event in &events {
+        keyframes.apply(target, event, position).map_err(|err| {
+            let context = MigrationContext {
+                position,
+                target_migration_index: target,
+                old: &EMPTY,
+                new: &EMPTY,
+            };
+            named(
+                registry,
+                &context,
+                format!(
+                    "its event {} {} cannot be applied: {err}",
+                    event.type_name(),
+                    event.fqid()
+                ),
+            )
+        })?;
+    }
+    let source_events = source.len() as u64;
+    let (events_json, events, garbage) = if events != source {
+        let count = events.len() as u64;
+        (EventsJson::Events(events), count, vec![source])
+    } else {
+        (
+            EventsJson::Raw(source_json),
+            source_events,
+            vec![source, events],
+        )
+    };
+    Ok(MigratedPosition {
+        events_json,
+        events,
+        source_events,
+        garbage,
     })
 }
 

@@ -476,6 +476,24 @@ pub fn chain_registry() -> Arc<Registry> {
     ])
 }
 
+/// The operations of [`chain_registry`] as declarative migrations (the
+/// `MIGRATIONS_FILE` kind): none reads the context, so the engine keeps only
+/// the target keyframe.
+pub fn declarative_chain_registry() -> Arc<Registry> {
+    let text = json!({"migrations": [
+        {"name": "0002_rename", "ops": [
+            {"op": "rename_field", "collection": "motion", "old": "title", "new": "name"}]},
+        {"name": "0003_add", "ops": [
+            {"op": "add_field", "collection": "motion", "field": "weight", "default": 0}]},
+        {"name": "0004_remove", "ops": [
+            {"op": "remove_fields", "collection": "motion", "fields": ["legacy"]}]}
+    ]});
+    let registry =
+        Registry::from_json(std::path::Path::new("migrations.json"), &text.to_string()).unwrap();
+    assert!(!registry.reads_context());
+    Arc::new(registry)
+}
+
 /// Runs `command` with `batch` positions per checkpoint, cancelling after
 /// `stop_after` positions (verbose lines); returns the result and output.
 pub async fn run_stopping(
