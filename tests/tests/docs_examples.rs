@@ -684,7 +684,7 @@ fn every_variable_the_docs_name_exists() {
         "REDIS_URL",
         "WORKER_LOCK_TTL_MS",
         "MIGRATIONS_FILE",
-        "KEEP_RUNNING",
+        "MIGRATION_TESTS_KEEP_LOGS",
     ] {
         assert!(named.contains(name), "no doc names {name}: {named:?}");
     }
