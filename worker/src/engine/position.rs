@@ -90,23 +90,9 @@ pub(crate) fn migrate_position(
     for (offset, events) in by_mi.iter().enumerate() {
         let mi = source_mi + 1 + offset as u64;
         for event in events {
-            keyframes.apply(mi, event, position).map_err(|err| {
-                let context = MigrationContext {
-                    position,
-                    target_migration_index: mi,
-                    old: &EMPTY,
-                    new: &EMPTY,
-                };
-                named(
-                    registry,
-                    &context,
-                    format!(
-                        "its event {} {} cannot be applied: {err}",
-                        event.type_name(),
-                        event.fqid()
-                    ),
-                )
-            })?;
+            keyframes
+                .apply(mi, event, position)
+                .map_err(|err| not_applicable(registry, position, mi, event, err))?;
         }
     }
 
@@ -161,23 +147,9 @@ fn migrate_position_blind(
             .map_err(|err| named(registry, &context, err.to_string()))?;
     }
     for event in &events {
-        keyframes.apply(target, event, position).map_err(|err| {
-            let context = MigrationContext {
-                position,
-                target_migration_index: target,
-                old: &EMPTY,
-                new: &EMPTY,
-            };
-            named(
-                registry,
-                &context,
-                format!(
-                    "its event {} {} cannot be applied: {err}",
-                    event.type_name(),
-                    event.fqid()
-                ),
-            )
-        })?;
+        keyframes
+            .apply(target, event, position)
+            .map_err(|err| not_applicable(registry, position, target, event, err))?;
     }
     let source_events = source.len() as u64;
     let (events_json, events, garbage) = if events != source {
@@ -204,6 +176,32 @@ static EMPTY: LazyLock<Models> = LazyLock::new(Models::new);
 /// (`migration '<name>' (to MI <n>) failed at position <p>: <detail>`, see
 /// [`MigrationError::at`]); messages a migration already built that way are
 /// kept as they are.
+/// A migrated event at MI `mi` that does not fit the keyframe: the fault of
+/// the migration that produced MI `mi`, named as such.
+fn not_applicable(
+    registry: &Registry,
+    position: u64,
+    mi: u64,
+    event: &Event,
+    err: impl std::fmt::Display,
+) -> PositionError {
+    let context = MigrationContext {
+        position,
+        target_migration_index: mi,
+        old: &EMPTY,
+        new: &EMPTY,
+    };
+    named(
+        registry,
+        &context,
+        format!(
+            "its event {} {} cannot be applied: {err}",
+            event.type_name(),
+            event.fqid()
+        ),
+    )
+}
+
 fn named(registry: &Registry, context: &MigrationContext<'_>, detail: String) -> PositionError {
     let name = registry
         .migration_to(context.target_migration_index)
