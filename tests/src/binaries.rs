@@ -15,10 +15,18 @@
 //! `migration-shared` is the same as in `scripts/test.sh` and the two builds
 //! never invalidate each other. Set `MIGRATION_TESTS_NO_BUILD=1` to skip the
 //! build and use whatever binaries exist.
+//!
+//! [`help_defaults`] reads the configuration variables a binary documents in
+//! its `--help`, so that tests comparing docs and deployment files with the
+//! real configuration parse that output in one place.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+
+use crate::options::ServiceOptions;
+use crate::process::{run_to_exit, START_TIMEOUT};
 
 /// The two binaries of the product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +62,29 @@ pub fn binary_path(binary: Binary) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The environment variables `binary`'s `--help` documents
+/// (`[env: NAME=] [default: VALUE]`), with their defaults (`None`: no
+/// default). Panics when `--help` fails.
+pub fn help_defaults(binary: Binary) -> BTreeMap<String, Option<String>> {
+    // No variable at all (the harness removes every inherited one), so the
+    // help shows the built-in defaults and no `[env: NAME=<value>]`.
+    let bare = ServiceOptions::new("").unset("REDIS_URL").unset("RUST_LOG");
+    let output = run_to_exit(binary, &bare, &["--help"], START_TIMEOUT);
+    assert!(output.status.success(), "{} --help failed", binary.name());
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let rest = &line[line.find("[env: ")? + "[env: ".len()..];
+            let name = rest[..rest.find('=')?].to_string();
+            let default = line.find("[default: ").map(|start| {
+                let value = &line[start + "[default: ".len()..];
+                value[..value.find(']').unwrap_or(value.len())].to_string()
+            });
+            Some((name, default))
+        })
+        .collect()
 }
 
 /// The workspace root (the parent of this crate's manifest directory).

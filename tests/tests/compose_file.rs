@@ -15,7 +15,7 @@
 //! start; that needs Docker.
 //!
 //! The binaries are run with the end-to-end harness (`migration_tests`): its
-//! binary lookup, `--help` runner, SPEC variable list and [`TestCluster`],
+//! binary lookup, `--help` reader (`binaries::help_defaults`), SPEC variable list and [`TestCluster`],
 //! pointed at the repository's example password file, as compose mounts it.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,10 +28,9 @@ use migration_shared::keys::Keys;
 use migration_shared::migrations::examples::migrate_in_memory;
 use migration_shared::migrations::Registry;
 use migration_shared::test_support::free_port;
-use migration_tests::binaries::{workspace_root, Binary};
+use migration_tests::binaries::{help_defaults, workspace_root, Binary};
 use migration_tests::options::SPEC_VARIABLES;
-use migration_tests::process::{run_to_exit, START_TIMEOUT};
-use migration_tests::{ServiceOptions, TestCluster};
+use migration_tests::TestCluster;
 use serde_json::{json, Map, Value};
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -186,28 +185,6 @@ fn string_list(value: &Value) -> Vec<String> {
 // ---------------------------------------------------------------------------
 // The real binaries
 // ---------------------------------------------------------------------------
-
-/// The environment variables a binary's `--help` documents
-/// (`[env: NAME=] [default: VALUE]`), with their defaults.
-fn help_defaults(binary: Binary) -> BTreeMap<String, Option<String>> {
-    // No variable at all (the harness removes every inherited one), so the
-    // help shows the built-in defaults and no `[env: NAME=<value>]`.
-    let bare = ServiceOptions::new("").unset("REDIS_URL").unset("RUST_LOG");
-    let output = run_to_exit(binary, &bare, &["--help"], START_TIMEOUT);
-    assert!(output.status.success(), "{} --help failed", binary.name());
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
-        .filter_map(|line| {
-            let rest = &line[line.find("[env: ")? + "[env: ".len()..];
-            let name = rest[..rest.find('=')?].to_string();
-            let default = line.find("[default: ").map(|start| {
-                let value = &line[start + "[default: ".len()..];
-                value[..value.find(']').unwrap_or(value.len())].to_string()
-            });
-            Some((name, default))
-        })
-        .collect()
-}
 
 /// The environment variables a binary's `--help` documents.
 fn help_variables(binary: Binary) -> BTreeSet<String> {

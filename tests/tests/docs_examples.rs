@@ -41,13 +41,12 @@
 //! checks `docs/configuration.md` the same way); the two exact messages of
 //! SPEC 4.2 are quoted in README's troubleshooting section.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use migration_shared::jobs::{self, JobState, NOT_READ_MESSAGE, RUNNING_MESSAGE};
-use migration_tests::binaries::{workspace_root, Binary};
-use migration_tests::process::{run_to_exit, START_TIMEOUT};
-use migration_tests::{ApiClient, Auth, ServiceOptions, TestCluster};
+use migration_tests::binaries::{help_defaults, workspace_root, Binary};
+use migration_tests::{ApiClient, Auth, TestCluster};
 use serde_json::Value;
 
 /// Long enough for any command on the example datastore; only a bug makes a
@@ -598,25 +597,6 @@ fn output_lines_are_compared_without_ids_durations_and_timed_progress() {
 // Environment variables and the configuration table
 // ---------------------------------------------------------------------------
 
-/// The variables `migration-api --help` lists, with their defaults.
-fn help_defaults() -> BTreeMap<String, Option<String>> {
-    let bare = ServiceOptions::new("").unset("REDIS_URL").unset("RUST_LOG");
-    let output = run_to_exit(Binary::Api, &bare, &["--help"], START_TIMEOUT);
-    assert!(output.status.success(), "migration-api --help failed");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| {
-            let rest = &line[line.find("[env: ")? + "[env: ".len()..];
-            let name = rest[..rest.find('=')?].to_string();
-            let default = line.find("[default: ").map(|start| {
-                let value = &line[start + "[default: ".len()..];
-                value[..value.find(']').unwrap_or(value.len())].to_string()
-            });
-            Some((name, default))
-        })
-        .collect()
-}
-
 /// Words like `REDIS_URL`: upper case, digits and `_`, with at least one `_`.
 fn variable_names(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
@@ -650,7 +630,7 @@ const OTHER_READERS: [&str; 6] = [
 
 #[test]
 fn every_variable_the_docs_name_exists() {
-    let configuration: BTreeSet<String> = help_defaults().into_keys().collect();
+    let configuration: BTreeSet<String> = help_defaults(Binary::Api).into_keys().collect();
     assert!(configuration.contains("REDIS_URL"), "{configuration:?}");
     let readers: Vec<(&str, String)> = OTHER_READERS
         .iter()
@@ -702,7 +682,7 @@ fn readme_configuration_table_has_every_variable_with_its_real_default() {
         .nth(1)
         .expect("README.md has a Configuration section");
     let section = section.split("\n## ").next().unwrap_or(section);
-    for (variable, default) in help_defaults() {
+    for (variable, default) in help_defaults(Binary::Api) {
         let row = section
             .lines()
             .find(|line| line.starts_with(&format!("| `{variable}` |")))
