@@ -51,6 +51,15 @@ async fn assert_refused(cluster: &TestCluster, events: Value, fqid: &str, reason
     );
 }
 
+/// A fresh app whose datastore holds `motion/1` with `fields` (position 1),
+/// and a client for it.
+async fn app_with_motion(fields: Value) -> (TestCluster, ApiClient) {
+    let cluster = TestCluster::spawn_app();
+    let api = cluster.client();
+    api.write_events(json!([create("motion/1", fields)])).await;
+    (cluster, api)
+}
+
 fn fields(value: Value) -> Fields {
     value.as_object().expect("an object").clone()
 }
@@ -121,13 +130,7 @@ async fn get_returns_exactly_the_fields_and_meta_position() {
 
 #[tokio::test]
 async fn an_update_request_is_stored_as_update_deletefields_listfields_in_that_order() {
-    let cluster = TestCluster::spawn_app();
-    let api = cluster.client();
-    api.write_events(json!([create(
-        "motion/1",
-        json!({"title": "A", "text": "t", "tag_ids": [1]})
-    )]))
-    .await;
+    let (cluster, api) = app_with_motion(json!({"title": "A", "text": "t", "tag_ids": [1]})).await;
     let position = api
         .write_events(json!([update_lists(
             "motion/1",
@@ -165,13 +168,8 @@ async fn an_update_request_is_stored_as_update_deletefields_listfields_in_that_o
 
 #[tokio::test]
 async fn an_update_request_stores_only_its_non_empty_parts() {
-    let cluster = TestCluster::spawn_app();
-    let api = cluster.client();
-    api.write_events(json!([create(
-        "motion/1",
-        json!({"title": "A", "text": "t", "tag_ids": [1, 2]})
-    )]))
-    .await;
+    let (cluster, api) =
+        app_with_motion(json!({"title": "A", "text": "t", "tag_ids": [1, 2]})).await;
     let fqid = || "motion/1".parse().unwrap();
 
     let only_nulls = api
@@ -242,10 +240,7 @@ async fn stored_events_keep_the_request_order_and_types() {
 
 #[tokio::test]
 async fn create_on_an_existing_fqid_is_refused() {
-    let cluster = TestCluster::spawn_app();
-    let api = cluster.client();
-    api.write_events(json!([create("motion/1", json!({"title": "A"}))]))
-        .await;
+    let (cluster, api) = app_with_motion(json!({"title": "A"})).await;
     assert_refused(
         &cluster,
         json!([create("motion/1", json!({"title": "again"}))]),
@@ -266,11 +261,8 @@ async fn create_on_an_existing_fqid_is_refused() {
 
 #[tokio::test]
 async fn every_other_event_on_a_missing_fqid_is_refused() {
-    let cluster = TestCluster::spawn_app();
-    let api = cluster.client();
     // Not empty, so the refusals are checked against a real datastore.
-    api.write_events(json!([create("motion/1", json!({"title": "A"}))]))
-        .await;
+    let (cluster, _) = app_with_motion(json!({"title": "A"})).await;
     for event in [
         update("motion/2", json!({"title": "B"})),
         update("motion/2", json!({"title": null})),
@@ -306,10 +298,7 @@ async fn changes_to_a_deleted_model_are_refused() {
 
 #[tokio::test]
 async fn restore_on_a_live_model_is_refused() {
-    let cluster = TestCluster::spawn_app();
-    let api = cluster.client();
-    api.write_events(json!([create("motion/1", json!({"title": "A"}))]))
-        .await;
+    let (cluster, _) = app_with_motion(json!({"title": "A"})).await;
     assert_refused(
         &cluster,
         json!([restore("motion/1")]),
@@ -321,13 +310,7 @@ async fn restore_on_a_live_model_is_refused() {
 
 #[tokio::test]
 async fn delete_hides_the_model_and_restore_brings_its_fields_back() {
-    let cluster = TestCluster::spawn_app();
-    let api = cluster.client();
-    api.write_events(json!([create(
-        "motion/1",
-        json!({"title": "A", "tag_ids": [1, 2]})
-    )]))
-    .await;
+    let (_cluster, api) = app_with_motion(json!({"title": "A", "tag_ids": [1, 2]})).await;
     api.write_events(json!([update("motion/1", json!({"text": "t"}))]))
         .await;
     api.write_events(json!([delete("motion/1")])).await;
@@ -350,13 +333,7 @@ async fn delete_hides_the_model_and_restore_brings_its_fields_back() {
 
 #[tokio::test]
 async fn listfields_add_appends_only_new_values_and_creates_missing_lists() {
-    let cluster = TestCluster::spawn_app();
-    let api = cluster.client();
-    api.write_events(json!([create(
-        "motion/1",
-        json!({"tag_ids": [1, 2], "names": ["a"]})
-    )]))
-    .await;
+    let (_cluster, api) = app_with_motion(json!({"tag_ids": [1, 2], "names": ["a"]})).await;
     api.write_events(json!([update_lists(
         "motion/1",
         json!({}),
@@ -372,13 +349,7 @@ async fn listfields_add_appends_only_new_values_and_creates_missing_lists() {
 
 #[tokio::test]
 async fn listfields_remove_takes_values_out_and_ignores_absent_ones() {
-    let cluster = TestCluster::spawn_app();
-    let api = cluster.client();
-    api.write_events(json!([create(
-        "motion/1",
-        json!({"tag_ids": [1, 2, 3], "names": ["a", "b"]})
-    )]))
-    .await;
+    let (_cluster, api) = app_with_motion(json!({"tag_ids": [1, 2, 3], "names": ["a", "b"]})).await;
     api.write_events(json!([update_lists(
         "motion/1",
         json!({}),
@@ -393,10 +364,7 @@ async fn listfields_remove_takes_values_out_and_ignores_absent_ones() {
 
 #[tokio::test]
 async fn listfields_on_a_field_that_is_not_a_list_is_refused() {
-    let cluster = TestCluster::spawn_app();
-    let api = cluster.client();
-    api.write_events(json!([create("motion/1", json!({"title": "A"}))]))
-        .await;
+    let (cluster, _) = app_with_motion(json!({"title": "A"})).await;
     assert_refused(
         &cluster,
         json!([update_lists(
@@ -413,13 +381,7 @@ async fn listfields_on_a_field_that_is_not_a_list_is_refused() {
 
 #[tokio::test]
 async fn update_with_null_removes_the_field() {
-    let cluster = TestCluster::spawn_app();
-    let api = cluster.client();
-    api.write_events(json!([create(
-        "motion/1",
-        json!({"title": "A", "text": "t"})
-    )]))
-    .await;
+    let (_cluster, api) = app_with_motion(json!({"title": "A", "text": "t"})).await;
     let position = api
         .write_events(json!([update(
             "motion/1",
@@ -436,10 +398,7 @@ async fn update_with_null_removes_the_field() {
 
 #[tokio::test]
 async fn an_invalid_last_request_writes_nothing() {
-    let cluster = TestCluster::spawn_app();
-    let api = cluster.client();
-    api.write_events(json!([create("motion/1", json!({"title": "A"}))]))
-        .await;
+    let (cluster, api) = app_with_motion(json!({"title": "A"})).await;
     let before = cluster.snapshot();
     let (status, body) = api
         .write(json!([
@@ -463,10 +422,7 @@ async fn an_invalid_last_request_writes_nothing() {
 
 #[tokio::test]
 async fn an_invalid_event_after_valid_ones_in_one_request_writes_nothing() {
-    let cluster = TestCluster::spawn_app();
-    let api = cluster.client();
-    api.write_events(json!([create("motion/1", json!({"title": "A"}))]))
-        .await;
+    let (cluster, _) = app_with_motion(json!({"title": "A"})).await;
     assert_refused(
         &cluster,
         json!([
@@ -710,10 +666,7 @@ fn set_current_job(cluster: &TestCluster, cmd: &str, state: &str) {
 
 #[tokio::test]
 async fn writes_during_a_finalize_are_503_and_write_nothing() {
-    let cluster = TestCluster::spawn_app();
-    let api = cluster.client();
-    api.write_events(json!([create("motion/1", json!({"title": "A"}))]))
-        .await;
+    let (cluster, api) = app_with_motion(json!({"title": "A"})).await;
     for state in ["queued", "running"] {
         set_current_job(&cluster, "finalize", state);
         let before = cluster.snapshot();
