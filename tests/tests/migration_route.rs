@@ -258,23 +258,11 @@ async fn migrate_then_finalize_gives_the_migrated_models() {
     seed(&client, 9).await;
     let (_, before) = client.get_model("motion/1").await;
     assert_eq!(before["model"]["title"], "M1");
-    let (status, answer) = client.post_migration("migrate").await;
-    assert_eq!(status, 200, "{answer}");
-    let answer = if answer["status"] == "migration_running" {
-        finished(&client, Duration::from_secs(30)).await
-    } else {
-        answer
-    };
+    let answer = final_answer(&client, "migrate", Duration::from_secs(30)).await;
     assert_eq!(answer["status"], "finalization_required", "{answer}");
     // readers still see the live (unmigrated) data
     assert_eq!(client.get_model("motion/1").await.1, before);
-    let (status, answer) = client.post_migration("finalize").await;
-    assert_eq!(status, 200, "{answer}");
-    let answer = if answer["status"] == "migration_running" {
-        finished(&client, Duration::from_secs(30)).await
-    } else {
-        answer
-    };
+    let answer = final_answer(&client, "finalize", Duration::from_secs(30)).await;
     assert_eq!(answer["status"], "no_migration_required", "{answer}");
     let (status, model) = client.get_model("motion/1").await;
     assert_eq!(status, 200, "{model}");
@@ -306,13 +294,7 @@ async fn an_exception_inside_a_migration_comes_back_with_success_true() {
         ))
         .await;
     assert_eq!(status, 200, "{body}");
-    let (status, answer) = client.post_migration("migrate").await;
-    assert_eq!(status, 200, "{answer}");
-    let answer = if answer["status"] == "migration_running" {
-        finished(&client, Duration::from_secs(30)).await
-    } else {
-        answer
-    };
+    let answer = final_answer(&client, "migrate", Duration::from_secs(30)).await;
     assert_eq!(answer["success"], true);
     assert_ne!(answer["status"], "migration_running");
     let exception = answer["exception"]
@@ -416,13 +398,7 @@ async fn with_redis_down_the_route_answers_503_and_works_again_once_it_is_back()
     }
     let client = cluster.client_for(1);
     seed(&client, 3).await;
-    let (status, answer) = client.post_migration("migrate").await;
-    assert_eq!(status, 200, "{answer}");
-    let answer = if answer["status"] == "migration_running" {
-        finished(&client, Duration::from_secs(30)).await
-    } else {
-        answer
-    };
+    let answer = final_answer(&client, "migrate", Duration::from_secs(30)).await;
     assert_eq!(answer["status"], "finalization_required", "{answer}");
 }
 

@@ -266,13 +266,7 @@ async fn a_worker_with_another_migrations_file_refuses_the_job() {
     let client = cluster.client();
     seed(&client, 3).await;
     let fingerprint = api_fingerprint();
-    let (status, answer) = client.post_migration("migrate").await;
-    assert_eq!(status, 200, "{answer}");
-    let answer = if answer["status"] == "migration_running" {
-        finished(&client, Duration::from_secs(20)).await
-    } else {
-        answer
-    };
+    let answer = final_answer(&client, "migrate", Duration::from_secs(20)).await;
     assert_eq!(
         answer["status"], "migration_required",
         "nothing ran: {answer}"

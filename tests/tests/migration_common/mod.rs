@@ -187,3 +187,16 @@ pub fn output_of(body: &Value) -> String {
 pub async fn finished(client: &ApiClient, timeout: Duration) -> Value {
     client.wait_until_finished(timeout).await
 }
+
+/// Posts `command`, asserts `200`, and returns its final answer: the answer
+/// itself, or, while it says `migration_running`, what [`finished`] returns
+/// within `timeout`.
+pub async fn final_answer(client: &ApiClient, command: &str, timeout: Duration) -> Value {
+    let (status, answer) = client.post_migration(command).await;
+    assert_eq!(status, 200, "{answer}");
+    if answer["status"] == "migration_running" {
+        finished(client, timeout).await
+    } else {
+        answer
+    }
+}
