@@ -39,6 +39,40 @@ async fn claimed(
     }
 }
 
+/// [`append_output`] of `lines` as the holder of `token`, after the first
+/// `before` lines.
+async fn append(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    id: &str,
+    token: u64,
+    before: u64,
+    lines: &[&str],
+) -> Result<u64, LeaseError> {
+    let lines: Vec<String> = lines.iter().map(|line| line.to_string()).collect();
+    append_output(conn, keys, id, token, before, &lines).await
+}
+
+/// The job ids on the wake-up list, oldest first.
+async fn woken(conn: &mut ConnectionManager, keys: &Keys) -> Vec<String> {
+    redis::cmd("LRANGE")
+        .arg(keys.job_wakeup())
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+/// Whether the lock key exists at all.
+async fn lock_exists(conn: &mut ConnectionManager, keys: &Keys) -> bool {
+    redis::cmd("EXISTS")
+        .arg(keys.lock())
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
 #[test]
 fn job_keys_built_in_scripts_match_keys_rs() {
     let keys = Keys::new("mig");
@@ -63,14 +97,7 @@ async fn enqueue_refuses_while_queued_running_or_unread_and_clears_old_output() 
         read_output(&mut conn, &keys, &first).await.unwrap(),
         vec![format!("Job {first} queued: migrate")]
     );
-    let woken: Vec<String> = redis::cmd("LRANGE")
-        .arg(keys.job_wakeup())
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(woken, vec![first.clone()]);
+    assert_eq!(woken(&mut conn, &keys).await, vec![first.clone()]);
 
     // queued: refused
     assert_eq!(
@@ -229,15 +256,7 @@ async fn expired_lease_is_taken_over_three_times_then_abandoned() {
             .await
             .unwrap());
         assert!(matches!(
-            append_output(
-                &mut conn,
-                &keys,
-                &id,
-                holder.fencing_token,
-                0,
-                &["late".into()]
-            )
-            .await,
+            append(&mut conn, &keys, &id, holder.fencing_token, 0, &["late"]).await,
             Err(LeaseError::Fenced)
         ));
         let lines = read_output(&mut conn, &keys, &id).await.unwrap();
@@ -287,12 +306,7 @@ async fn a_worker_with_another_registry_refuses_the_job() {
         exception.contains("fp ") && exception.contains("other-fp"),
         "{exception}"
     );
-    let exists: bool = redis::cmd("EXISTS")
-        .arg(keys.lock())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(!exists);
+    assert!(!lock_exists(&mut conn, &keys).await);
 }
 
 #[tokio::test]
@@ -320,12 +334,10 @@ async fn renew_extends_only_the_holders_lease() {
     assert!(!renew(&mut conn, &keys, job.fencing_token, LEASE)
         .await
         .unwrap());
-    let exists: bool = redis::cmd("EXISTS")
-        .arg(keys.lock())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(!exists, "renew must never recreate a lost lock");
+    assert!(
+        !lock_exists(&mut conn, &keys).await,
+        "renew must never recreate a lost lock"
+    );
 }
 
 #[tokio::test]
@@ -333,27 +345,25 @@ async fn append_output_is_fenced_ordered_and_idempotent_on_retry() {
     let (_server, mut conn, keys) = setup().await;
     let id = accepted(&mut conn, &keys, JobCommand::Migrate).await;
     let job = claimed(&mut conn, &keys, "w1", LEASE).await;
-    let batch: Vec<String> = vec!["a".into(), "b".into()];
-    let after = append_output(
+    let after = append(
         &mut conn,
         &keys,
         &id,
         job.fencing_token,
         job.output_lines,
-        &batch,
+        &["a", "b"],
     )
     .await
     .unwrap();
     assert_eq!(after, job.output_lines + 2);
     // the same batch again (a retry after a lost reply) plus one new line
-    let retry: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
-    let after = append_output(
+    let after = append(
         &mut conn,
         &keys,
         &id,
         job.fencing_token,
         job.output_lines,
-        &retry,
+        &["a", "b", "c"],
     )
     .await
     .unwrap();
@@ -362,15 +372,7 @@ async fn append_output_is_fenced_ordered_and_idempotent_on_retry() {
     assert_eq!(&lines[lines.len() - 3..], &["a", "b", "c"]);
     assert_eq!(lines.len() as u64, after);
     assert!(matches!(
-        append_output(
-            &mut conn,
-            &keys,
-            &id,
-            job.fencing_token + 1,
-            after,
-            &["x".into()]
-        )
-        .await,
+        append(&mut conn, &keys, &id, job.fencing_token + 1, after, &["x"]).await,
         Err(LeaseError::Fenced)
     ));
     assert_eq!(
@@ -419,13 +421,13 @@ async fn finish_is_fenced_frees_the_lock_and_wakes_waiters() {
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     // output lines wake the waiter too, but it keeps waiting for the finish
-    append_output(
+    append(
         &mut conn,
         &keys,
         &id,
         job.fencing_token,
         job.output_lines,
-        &["x".into()],
+        &["x"],
     )
     .await
     .unwrap();
@@ -441,12 +443,7 @@ async fn finish_is_fenced_frees_the_lock_and_wakes_waiters() {
     assert_eq!(record.state, JobState::Finished);
     assert_eq!(record.exception.as_deref(), Some("it failed"));
     assert!(record.finished_at.is_some());
-    let exists: bool = redis::cmd("EXISTS")
-        .arg(keys.lock())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(!exists);
+    assert!(!lock_exists(&mut conn, &keys).await);
     // the control entry is not an output line
     let lines = read_output(&mut conn, &keys, &id).await.unwrap();
     assert_eq!(lines.last().map(String::as_str), Some("x"));
@@ -485,14 +482,7 @@ async fn hand_back_requeues_at_once_and_is_fenced() {
     .unwrap();
     let record = current_job(&mut conn, &keys).await.unwrap().unwrap();
     assert_eq!(record.state, JobState::Queued);
-    let woken: Vec<String> = redis::cmd("LRANGE")
-        .arg(keys.job_wakeup())
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(woken, vec![id.clone()]);
+    assert_eq!(woken(&mut conn, &keys).await, vec![id.clone()]);
     // another worker continues at once, without a takeover
     let next = claimed(&mut conn, &keys, "w2", LEASE).await;
     assert_eq!(next.attempts, 0);
