@@ -7,7 +7,7 @@ mod engine_common;
 use std::sync::Arc;
 
 use engine_common::*;
-use migration_shared::migrations::Migration;
+use migration_shared::migrations::{Migration, Registry};
 use migration_worker::engine::{Command, EngineError};
 use redis::Commands;
 use serde_json::json;
@@ -19,23 +19,38 @@ fn failed(result: Result<(), EngineError>) -> String {
     }
 }
 
+/// Runs `command`, asserts that it fails and that the output's last line is
+/// the exception; returns the exception.
+async fn failure(setup: &Setup, registry: &Arc<Registry>, command: Command) -> String {
+    let (result, lines) = setup.run(registry, command).await;
+    let message = failed(result);
+    assert_eq!(lines.last().unwrap(), &message);
+    message
+}
+
+/// Asserts that migrate and finalize both fail with `expected` (exception and
+/// last output line) and change nothing at all.
+async fn assert_refused_unchanged(setup: &mut Setup, registry: &Arc<Registry>, expected: &str) {
+    let before = setup.dump();
+    for command in [Command::Migrate, Command::Finalize] {
+        let message = failure(setup, registry, command).await;
+        assert_eq!(message, expected, "{command:?}");
+        assert_eq!(setup.dump(), before, "{command:?}");
+    }
+}
+
 #[tokio::test]
 async fn position_above_the_target_changes_nothing() {
     let mut setup = Setup::new();
     rich_history(&mut setup, 6, 1);
     let _: () = setup.conn.hset(keys().position_mi(), 4, 3).unwrap();
     let registry = registry(vec![identity("0002_noop")]);
-    let before = setup.dump();
-    for command in [Command::Migrate, Command::Finalize] {
-        let (result, lines) = setup.run(&registry, command).await;
-        let message = failed(result);
-        assert_eq!(
-            message,
-            "Position 4 has migration index 3, above the target migration index 2; nothing was changed"
-        );
-        assert_eq!(lines.last().unwrap(), &message);
-        assert_eq!(setup.dump(), before, "{command:?}");
-    }
+    assert_refused_unchanged(
+        &mut setup,
+        &registry,
+        "Position 4 has migration index 3, above the target migration index 2; nothing was changed",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -44,17 +59,12 @@ async fn rising_migration_index_changes_nothing() {
     rich_history(&mut setup, 6, 1);
     let _: () = setup.conn.hset(keys().position_mi(), 5, 2).unwrap();
     let registry = registry(vec![identity("0002_noop"), identity("0003_noop")]);
-    let before = setup.dump();
-    for command in [Command::Migrate, Command::Finalize] {
-        let (result, lines) = setup.run(&registry, command).await;
-        let message = failed(result);
-        assert_eq!(
-            message,
-            "Position 5 has migration index 2, higher than position 4 with migration index 1; nothing was changed"
-        );
-        assert_eq!(lines.last().unwrap(), &message);
-        assert_eq!(setup.dump(), before, "{command:?}");
-    }
+    assert_refused_unchanged(
+        &mut setup,
+        &registry,
+        "Position 5 has migration index 2, higher than position 4 with migration index 1; nothing was changed",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -178,9 +188,7 @@ async fn failing_migration_names_position_and_migration() {
         assert_eq!(after.get(key), Some(value), "{key}");
     }
     assert_eq!(after["{t}:mig:state"]["cursor"], json!("1"));
-    let (result, lines) = setup.run(&registry, Command::Finalize).await;
-    assert_eq!(failed(result), message);
-    assert_eq!(lines.last().unwrap(), &message);
+    assert_eq!(failure(&setup, &registry, Command::Finalize).await, message);
     assert_eq!(setup.get("ds:migration_index").as_deref(), Some("1"));
 }
 
@@ -207,13 +215,11 @@ async fn migrated_event_that_cannot_be_applied_fails_the_migration() {
         }),
     });
     let registry = registry(vec![broken]);
-    let (result, lines) = setup.run(&registry, Command::Migrate).await;
-    let message = failed(result);
+    let message = failure(&setup, &registry, Command::Migrate).await;
     assert_eq!(
         message,
         "migration '0002_broken' (to MI 2) failed at position 2: its event create motion/1 cannot be applied: model already exists"
     );
-    assert_eq!(lines.last().unwrap(), &message);
     assert!(
         setup.dump_area().is_empty(),
         "nothing written: {:?}",
@@ -251,13 +257,11 @@ async fn multi_line_migration_error_is_one_output_line() {
     );
     let registry = registry(vec![Arc::new(Multiline)]);
     // VecSink asserts that no line contains a newline.
-    let (result, lines) = setup.run(&registry, Command::Migrate).await;
-    let message = failed(result);
+    let message = failure(&setup, &registry, Command::Migrate).await;
     assert_eq!(
         message,
         "migration '0002_multiline' (to MI 2) failed at position 1: first second"
     );
-    assert_eq!(lines.last().unwrap(), &message);
 }
 
 #[tokio::test]
@@ -266,11 +270,9 @@ async fn missing_live_events_fail_with_a_last_line() {
     rich_history(&mut setup, 4, 2);
     let _: () = setup.conn.hdel(keys().events(), 3).unwrap();
     let registry = registry(vec![identity("0002_noop")]);
-    let (result, lines) = setup.run(&registry, Command::Migrate).await;
-    let message = failed(result);
+    let message = failure(&setup, &registry, Command::Migrate).await;
     assert!(
         message.contains("Position 3 has no stored events"),
         "{message}"
     );
-    assert_eq!(lines.last().unwrap(), &message);
 }
