@@ -8,6 +8,7 @@ use migration_shared::jobs::{self, lock, ClaimOutcome, ClaimedJob, JobCommand};
 use migration_shared::keys::Keys;
 use migration_shared::test_support::RedisServer;
 use redis::aio::ConnectionManager;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +31,27 @@ async fn claimed_job(lease: Duration) -> (RedisServer, ConnectionManager, Keys, 
         other => panic!("{other:?}"),
     };
     (server, conn, keys, job)
+}
+
+/// Spawns [`keep_renewed`] for `job`'s lock, held from now; returns the task
+/// and its `done` and `lost` tokens.
+fn renewing(
+    conn: &ConnectionManager,
+    keys: &Keys,
+    job: &ClaimedJob,
+    lease: Duration,
+) -> (JoinHandle<()>, CancellationToken, CancellationToken) {
+    let (done, lost) = (CancellationToken::new(), CancellationToken::new());
+    let task = tokio::spawn(keep_renewed(
+        conn.clone(),
+        keys.clone(),
+        job.fencing_token,
+        lease,
+        Instant::now(),
+        done.clone(),
+        lost.clone(),
+    ));
+    (task, done, lost)
 }
 
 #[tokio::test]
@@ -96,16 +118,7 @@ async fn the_sink_stops_writing_once_fenced() {
 async fn renewal_keeps_the_lease_alive_past_its_ttl() {
     let lease = Duration::from_millis(300);
     let (_server, mut conn, keys, job) = claimed_job(lease).await;
-    let (done, lost) = (CancellationToken::new(), CancellationToken::new());
-    let task = tokio::spawn(keep_renewed(
-        conn.clone(),
-        keys.clone(),
-        job.fencing_token,
-        lease,
-        Instant::now(),
-        done.clone(),
-        lost.clone(),
-    ));
+    let (task, done, lost) = renewing(&conn, &keys, &job, lease);
     tokio::time::sleep(lease * 4).await;
     assert!(!lost.is_cancelled());
     let holder: Option<u64> = redis::cmd("HGET")
@@ -126,16 +139,7 @@ async fn renewal_keeps_the_lease_alive_past_its_ttl() {
 async fn a_lost_lease_is_reported_within_a_renewal_interval() {
     let lease = Duration::from_millis(600);
     let (_server, mut conn, keys, job) = claimed_job(lease).await;
-    let (done, lost) = (CancellationToken::new(), CancellationToken::new());
-    let task = tokio::spawn(keep_renewed(
-        conn.clone(),
-        keys.clone(),
-        job.fencing_token,
-        lease,
-        Instant::now(),
-        done,
-        lost.clone(),
-    ));
+    let (task, _done, lost) = renewing(&conn, &keys, &job, lease);
     // someone else's token in the lock (as after a takeover)
     redis::cmd("HSET")
         .arg(keys.lock())
@@ -156,16 +160,7 @@ async fn a_lost_lease_is_reported_within_a_renewal_interval() {
 async fn silent_redis_for_most_of_a_lease_counts_as_lost() {
     let lease = Duration::from_millis(600);
     let (mut server, conn, keys, job) = claimed_job(lease).await;
-    let (done, lost) = (CancellationToken::new(), CancellationToken::new());
-    let task = tokio::spawn(keep_renewed(
-        conn,
-        keys,
-        job.fencing_token,
-        lease,
-        Instant::now(),
-        done,
-        lost.clone(),
-    ));
+    let (task, _done, lost) = renewing(&conn, &keys, &job, lease);
     server.stop();
     let started = Instant::now();
     tokio::time::timeout(lease * 2, lost.cancelled())
