@@ -50,6 +50,31 @@ impl LiveWriter {
             apply_event(&mut models, event, position)
                 .map_err(|err| format!("{} {}: {err}", event.type_name(), event.fqid()))?;
         }
+        Ok(self.stage_applied(pipe, mi, &events, models))
+    }
+
+    /// Like [`LiveWriter::stage`], without cloning the models (for bulk data
+    /// known to be valid).
+    pub fn stage_trusted(&mut self, pipe: &mut redis::Pipeline, mi: u64, events: &[Event]) -> u64 {
+        let position = self.position + 1;
+        let mut models = std::mem::take(&mut self.models);
+        for event in events {
+            apply_event(&mut models, event, position).expect("valid bulk data");
+        }
+        self.stage_applied(pipe, mi, events, models)
+    }
+
+    /// Adds the commands that write the next position, whose `events` are
+    /// already applied to `models` (the models after it), to `pipe`; makes
+    /// `models` the writer's. Returns the position.
+    fn stage_applied(
+        &mut self,
+        pipe: &mut redis::Pipeline,
+        mi: u64,
+        events: &[Event],
+        models: Models,
+    ) -> u64 {
+        let position = self.position + 1;
         let k = &self.keys;
         pipe.hset(
             k.positions(),
@@ -60,12 +85,8 @@ impl LiveWriter {
             ),
         )
         .hset(k.position_mi(), position, mi)
-        .hset(
-            k.events(),
-            position,
-            serde_json::to_string(&events).unwrap(),
-        );
-        for event in &events {
+        .hset(k.events(), position, serde_json::to_string(events).unwrap());
+        for event in events {
             let fqid = event.fqid();
             pipe.hset(
                 k.models(fqid.collection()),
@@ -81,41 +102,6 @@ impl LiveWriter {
             .set(k.event_count(), self.events)
             .set(k.migration_index(), mi);
         self.models = models;
-        self.position = position;
-        Ok(position)
-    }
-
-    /// Like [`LiveWriter::stage`], without cloning the models (for bulk data
-    /// known to be valid).
-    pub fn stage_trusted(&mut self, pipe: &mut redis::Pipeline, mi: u64, events: &[Event]) -> u64 {
-        let position = self.position + 1;
-        let k = &self.keys;
-        pipe.hset(
-            k.positions(),
-            position,
-            format!(
-                r#"{{"timestamp":{},"user_id":1,"information":{{}}}}"#,
-                1_700_000_000 + position
-            ),
-        )
-        .hset(k.position_mi(), position, mi)
-        .hset(k.events(), position, serde_json::to_string(events).unwrap());
-        for event in events {
-            apply_event(&mut self.models, event, position).expect("valid bulk data");
-            let fqid = event.fqid();
-            pipe.hset(
-                k.models(fqid.collection()),
-                fqid.id(),
-                self.models[fqid].to_stored_json(),
-            );
-            if self.collections.insert(fqid.collection().to_string()) {
-                pipe.sadd(k.collections(), fqid.collection());
-            }
-        }
-        self.events += events.len() as u64;
-        pipe.set(k.position(), position)
-            .set(k.event_count(), self.events)
-            .set(k.migration_index(), mi);
         self.position = position;
         position
     }
