@@ -7,7 +7,7 @@ mod migration_common;
 use std::time::{Duration, Instant};
 
 use migration_common::*;
-use migration_tests::{DatastoreSnapshot, TestCluster};
+use migration_tests::{ApiClient, DatastoreSnapshot, TestCluster};
 use redis::Commands;
 
 /// What a migration must reproduce exactly (position metadata carries
@@ -57,6 +57,20 @@ fn holder_index(cluster: &TestCluster, worker_ids: &[String]) -> usize {
         .iter()
         .position(|id| *id == holder)
         .unwrap_or_else(|| panic!("lock held by unknown worker {holder}"))
+}
+
+/// Posts `migrate`, lets the job run for half a second and returns the index
+/// of the worker process holding it.
+async fn migrating_holder(
+    cluster: &TestCluster,
+    client: &ApiClient,
+    worker_ids: &[String],
+) -> usize {
+    let (status, answer) = client.post_migration("migrate").await;
+    assert_eq!(status, 200, "{answer}");
+    wait_for_job_state(cluster, "running", Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    holder_index(cluster, worker_ids)
 }
 
 /// Starts the workers one by one and learns their ids from `workers`.
@@ -142,11 +156,7 @@ async fn sigterm_hands_the_job_over_at_once_without_waiting_for_the_lease() {
     let ids = start_workers(&mut cluster, 2).await;
     let client = cluster.client();
     seed(&client, 30).await;
-    let (status, answer) = client.post_migration("migrate").await;
-    assert_eq!(status, 200, "{answer}");
-    wait_for_job_state(&cluster, "running", Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let leaving = holder_index(&cluster, &ids);
+    let leaving = migrating_holder(&cluster, &client, &ids).await;
     let started = Instant::now();
     let status = cluster.workers[leaving].sigterm();
     assert_eq!(status.code(), Some(0), "{}", cluster.log_tails());
@@ -185,11 +195,7 @@ async fn a_worker_paused_past_its_lease_writes_nothing_after_it_wakes() {
     let ids = start_workers(&mut cluster, 2).await;
     let client = cluster.client();
     seed(&client, 30).await;
-    let (status, answer) = client.post_migration("migrate").await;
-    assert_eq!(status, 200, "{answer}");
-    wait_for_job_state(&cluster, "running", Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let paused = holder_index(&cluster, &ids);
+    let paused = migrating_holder(&cluster, &client, &ids).await;
     let paused_id = ids[paused].clone();
     cluster.workers[paused].sigstop();
     // the other worker takes over after the lease and finishes the job
