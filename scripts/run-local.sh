@@ -40,11 +40,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A TCP port on 127.0.0.1 nobody listens on (checked by trying to connect).
+# A TCP port on 127.0.0.1 nobody listens on (checked by trying to connect),
+# below Linux's ephemeral range (32768+), where outgoing connections would
+# otherwise hold a port that then cannot be bound.
 free_port() {
   local port
   for _ in $(seq 1 100); do
-    port=$((20000 + RANDOM % 40000))
+    port=$((20000 + RANDOM % 12000))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       echo "$port"
       return 0
@@ -97,18 +99,36 @@ if [ -z "${REDIS_URL:-}" ]; then
     $SUDO apt-get update
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
   fi
-  REDIS_PORT=$(free_port)
-  log "starting a private redis-server on 127.0.0.1:$REDIS_PORT (dir $WORK_DIR/redis)"
   mkdir -p "$WORK_DIR/redis"
-  # noeviction + AOF, as the product requires of its Redis.
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK_DIR/redis" \
-    --save "" --appendonly yes --maxmemory-policy noeviction --daemonize no \
-    >"$WORK_DIR/redis.log" 2>&1 &
-  PIDS+=($!)
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null; then break; fi
-    sleep 0.1
+  # Started, then checked with PING: a port can still be lost to a race with
+  # another process, so a failed start is retried on another port.
+  for attempt in 1 2 3 4 5; do
+    REDIS_PORT=$(free_port)
+    log "starting a private redis-server on 127.0.0.1:$REDIS_PORT (dir $WORK_DIR/redis)"
+    # noeviction + AOF, as the product requires of its Redis.
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK_DIR/redis" \
+      --save "" --appendonly yes --maxmemory-policy noeviction --daemonize no \
+      >"$WORK_DIR/redis.log" 2>&1 &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    redis_up=no
+    for _ in $(seq 1 100); do
+      if ! kill -0 "$REDIS_PID" 2>/dev/null; then break; fi
+      if redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; then
+        redis_up=yes
+        break
+      fi
+      sleep 0.1
+    done
+    [ "$redis_up" = yes ] && break
+    echo "redis-server did not start on port $REDIS_PORT (attempt $attempt); its log:" >&2
+    tail -n 5 "$WORK_DIR/redis.log" >&2
+    kill "$REDIS_PID" 2>/dev/null || true
   done
+  if [ "$redis_up" != yes ]; then
+    echo "could not start a private redis-server" >&2
+    exit 1
+  fi
   export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
   export REDIS_KEY_PREFIX=${REDIS_KEY_PREFIX:-mig}
 else
@@ -224,6 +244,10 @@ answer=$(curl -sS -X POST "$API_URL/internal/datastore/writer/write" -H "$AUTH_H
   -H 'Content-Type: application/json' --data-binary @examples/datastore.json)
 if ! printf '%s' "$answer" | grep -q '"success":true'; then
   echo "the example datastore was refused: $answer" >&2
+  if [ -f "$WORK_DIR/redis.log" ]; then
+    echo "private redis-server log (tail):" >&2
+    tail -n 20 "$WORK_DIR/redis.log" >&2
+  fi
   exit 1
 fi
 printf '%s' "$answer" | head -c 80
