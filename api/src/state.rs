@@ -6,7 +6,7 @@ use migration_shared::config::{AuthConfig, Config};
 use migration_shared::datastore::Datastore;
 use migration_shared::keys::Keys;
 use migration_shared::migrations::Registry;
-use redis::aio::ConnectionManager;
+use migration_shared::redis_client::RedisConnection;
 
 /// Shared by all handlers.
 #[derive(Clone)]
@@ -18,7 +18,7 @@ pub struct AppState {
     /// Key names under `REDIS_KEY_PREFIX`.
     pub keys: Keys,
     /// The shared, self-reconnecting Redis connection.
-    pub redis: ConnectionManager,
+    pub redis: RedisConnection,
     /// The datastore over that connection.
     pub datastore: Datastore,
 }

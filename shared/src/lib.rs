@@ -6,7 +6,6 @@
 
 pub mod config;
 pub mod datastore;
-pub mod engine_scripts;
 pub mod jobs;
 pub mod keys;
 pub mod migrations;

@@ -21,8 +21,17 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest time a connection attempt may take.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The connection every route, the engine and the runner use for
+/// non-blocking commands: cheap to clone, multiplexed, self-reconnecting.
+/// Code outside this module names only this type, so the deployment kind
+/// (single server, Sentinel, Cluster) stays this module's business.
+pub type RedisConnection = ConnectionManager;
+
+/// A connection of its own for one blocking reader (`BLPOP`, `XREAD BLOCK`).
+pub type BlockingConnection = MultiplexedConnection;
+
 /// A lazily connecting, self-reconnecting connection manager.
-pub fn connection_manager(url: &str) -> RedisResult<ConnectionManager> {
+pub fn connection_manager(url: &str) -> RedisResult<RedisConnection> {
     let client = Client::open(url)?;
     let config = ConnectionManagerConfig::new()
         .set_number_of_retries(1)
@@ -35,7 +44,7 @@ pub fn connection_manager(url: &str) -> RedisResult<ConnectionManager> {
 
 /// A connection of its own, for blocking commands; no response timeout (the
 /// caller's `BLOCK`/timeout argument bounds the wait).
-pub async fn dedicated_connection(url: &str) -> RedisResult<MultiplexedConnection> {
+pub async fn dedicated_connection(url: &str) -> RedisResult<BlockingConnection> {
     let client = Client::open(url)?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECTION_TIMEOUT))

@@ -12,12 +12,12 @@
 
 use std::collections::HashMap;
 
-use redis::aio::ConnectionManager;
+use crate::redis_client::RedisConnection;
 use serde::Serialize;
 
-use crate::engine_scripts;
 use crate::keys::Keys;
 use crate::migrations::Registry;
+use crate::scripts;
 
 /// The migration state of SPEC 4.1, in priority order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -54,7 +54,7 @@ pub struct Stats {
 
 /// Reads the stats of the datastore under `keys` for `registry`.
 pub async fn read_stats(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConnection,
     keys: &Keys,
     registry: &Registry,
 ) -> Result<Stats, redis::RedisError> {
@@ -67,7 +67,7 @@ pub async fn read_stats(
         HashMap<u64, u64>,
     );
     let (position, migration_index, event_count, state_target, state_fingerprint, mi_counts): Snapshot =
-        engine_scripts::STATS
+        scripts::STATS
             .key(keys.position())
             .key(keys.migration_index())
             .key(keys.event_count())

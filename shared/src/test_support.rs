@@ -113,7 +113,7 @@ impl RedisServer {
     }
 
     /// An async connection manager (what the binaries use).
-    pub async fn connection_manager(&self) -> redis::aio::ConnectionManager {
+    pub async fn connection_manager(&self) -> crate::redis_client::RedisConnection {
         let client = redis::Client::open(self.url()).expect("redis url");
         redis::aio::ConnectionManager::new(client)
             .await

@@ -248,7 +248,7 @@ impl TestCluster {
     }
 
     /// An async connection to the private Redis.
-    pub async fn redis_async(&self) -> redis::aio::ConnectionManager {
+    pub async fn redis_async(&self) -> migration_shared::redis_client::RedisConnection {
         self.redis.connection_manager().await
     }
 

@@ -4,7 +4,7 @@
 mod engine_common;
 
 use engine_common::*;
-use migration_shared::engine_scripts::{CHECKPOINT, FENCED, FINALIZE, STALE};
+use migration_shared::scripts::{CHECKPOINT, FENCED, FINALIZE, STALE};
 use migration_worker::engine::Command;
 use serde_json::json;
 

@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::ConnectionManager;
+use crate::redis_client::RedisConnection;
 use serde_json::{json, Value};
 
 use super::event::Event;
@@ -77,7 +77,7 @@ impl From<redis::RedisError> for WriteError {
 /// Handle on the datastore of one key prefix.
 #[derive(Clone)]
 pub struct Datastore {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     keys: Keys,
     default_migration_index: u64,
 }
@@ -109,7 +109,7 @@ pub struct CommitPlan {
 impl Datastore {
     /// A datastore under `keys`; `default_migration_index` (the registry's
     /// target) is given to the first position when its request has none.
-    pub fn new(conn: ConnectionManager, keys: Keys, default_migration_index: u64) -> Datastore {
+    pub fn new(conn: RedisConnection, keys: Keys, default_migration_index: u64) -> Datastore {
         Datastore {
             conn,
             keys,

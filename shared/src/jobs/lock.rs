@@ -14,8 +14,9 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use redis::RedisResult;
 
-use super::{scripts, unexpected_reply, JobCommand, MAX_TAKEOVERS};
+use super::{unexpected_reply, JobCommand, MAX_TAKEOVERS};
 use crate::keys::Keys;
+use crate::scripts;
 
 /// A job this worker now holds the lock for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,7 +16,6 @@
 pub mod lock;
 pub mod output;
 pub mod queue;
-mod scripts;
 pub mod workers;
 
 use std::collections::HashMap;

@@ -7,8 +7,9 @@
 use redis::aio::ConnectionLike;
 use redis::RedisResult;
 
-use super::{scripts, unexpected_reply, JobCommand, JobRecord};
+use super::{unexpected_reply, JobCommand, JobRecord};
 use crate::keys::Keys;
+use crate::scripts;
 
 /// What `enqueue` decided.
 #[derive(Debug, Clone, PartialEq, Eq)]

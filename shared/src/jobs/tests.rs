@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
+use crate::redis_client::RedisConnection;
 
 use super::lock::{append_output, finish, hand_back, renew, LeaseError};
 use super::workers::{heartbeat, leave};
@@ -14,13 +14,13 @@ use crate::test_support::RedisServer;
 
 const LEASE: Duration = Duration::from_millis(10_000);
 
-async fn setup() -> (RedisServer, ConnectionManager, Keys) {
+async fn setup() -> (RedisServer, RedisConnection, Keys) {
     let server = RedisServer::start();
     let conn = server.connection_manager().await;
     (server, conn, Keys::new("t"))
 }
 
-async fn accepted(conn: &mut ConnectionManager, keys: &Keys, command: JobCommand) -> String {
+async fn accepted(conn: &mut RedisConnection, keys: &Keys, command: JobCommand) -> String {
     match enqueue(conn, keys, command, false, "fp").await.unwrap() {
         EnqueueOutcome::Accepted { job_id } => job_id,
         other => panic!("expected accepted, got {other:?}"),
@@ -28,7 +28,7 @@ async fn accepted(conn: &mut ConnectionManager, keys: &Keys, command: JobCommand
 }
 
 async fn claimed(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConnection,
     keys: &Keys,
     worker: &str,
     lease: Duration,
@@ -42,7 +42,7 @@ async fn claimed(
 /// [`append_output`] of `lines` as the holder of `token`, after the first
 /// `before` lines.
 async fn append(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConnection,
     keys: &Keys,
     id: &str,
     token: u64,
@@ -54,7 +54,7 @@ async fn append(
 }
 
 /// The job ids on the wake-up list, oldest first.
-async fn woken(conn: &mut ConnectionManager, keys: &Keys) -> Vec<String> {
+async fn woken(conn: &mut RedisConnection, keys: &Keys) -> Vec<String> {
     redis::cmd("LRANGE")
         .arg(keys.job_wakeup())
         .arg(0)
@@ -65,7 +65,7 @@ async fn woken(conn: &mut ConnectionManager, keys: &Keys) -> Vec<String> {
 }
 
 /// Whether the lock key exists at all.
-async fn lock_exists(conn: &mut ConnectionManager, keys: &Keys) -> bool {
+async fn lock_exists(conn: &mut RedisConnection, keys: &Keys) -> bool {
     redis::cmd("EXISTS")
         .arg(keys.lock())
         .query_async(conn)

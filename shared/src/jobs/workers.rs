@@ -11,8 +11,8 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use redis::RedisResult;
 
-use super::scripts;
 use crate::keys::Keys;
+use crate::scripts;
 
 /// Says `worker_id` is alive for `ttl` more (Redis time); drops expired
 /// entries. Returns the number of live workers.

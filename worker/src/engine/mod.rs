@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use migration_shared::keys::Keys;
 use migration_shared::migrations::Registry;
-use redis::aio::ConnectionManager;
+use migration_shared::redis_client::RedisConnection;
 use tokio_util::sync::CancellationToken;
 
 /// A migration command the engine runs.
@@ -86,7 +86,7 @@ pub struct Engine {
 impl Engine {
     /// An engine for one job run.
     pub fn new(
-        conn: ConnectionManager,
+        conn: RedisConnection,
         keys: Keys,
         registry: Arc<Registry>,
         fence: Fence,

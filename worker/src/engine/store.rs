@@ -9,9 +9,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use migration_shared::datastore::{Event, Fqid, Model, Models};
-use migration_shared::engine_scripts::{self, FENCED, STALE};
 use migration_shared::keys::Keys;
-use redis::aio::ConnectionManager;
+use migration_shared::redis_client::RedisConnection;
+use migration_shared::scripts::{self, FENCED, STALE};
 
 use super::EngineError;
 
@@ -120,13 +120,13 @@ fn parse_u64(map: &HashMap<String, String>, field: &str) -> Option<u64> {
 /// The engine's handle on Redis.
 #[derive(Clone)]
 pub(crate) struct Store {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     keys: Keys,
     token: String,
 }
 
 impl Store {
-    pub(crate) fn new(conn: ConnectionManager, keys: Keys, token: u64) -> Store {
+    pub(crate) fn new(conn: RedisConnection, keys: Keys, token: u64) -> Store {
         Store {
             conn,
             keys,
@@ -281,7 +281,7 @@ impl Store {
     /// Writes one checkpoint atomically (`engine_checkpoint.lua`).
     pub(crate) async fn checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), EngineError> {
         let keys = &self.keys;
-        let mut invocation = engine_scripts::CHECKPOINT.prepare_invoke();
+        let mut invocation = scripts::CHECKPOINT.prepare_invoke();
         invocation
             .key(keys.lock())
             .key(keys.mig_state())
@@ -362,7 +362,7 @@ impl Store {
     ) -> Result<(u64, u64), EngineError> {
         let keys = &self.keys;
         let mut conn = self.conn.clone();
-        engine_scripts::FINALIZE
+        scripts::FINALIZE
             .key(keys.lock())
             .key(keys.mig_state())
             .key(keys.mig_keys())
@@ -390,7 +390,7 @@ impl Store {
     pub(crate) async fn reset(&self) -> Result<u64, EngineError> {
         let keys = &self.keys;
         let mut conn = self.conn.clone();
-        engine_scripts::RESET
+        scripts::RESET
             .key(keys.lock())
             .key(keys.mig_keys())
             .key(keys.mig_state())

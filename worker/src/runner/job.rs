@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use migration_shared::jobs::lock::{self, LeaseError};
 use migration_shared::jobs::{ClaimedJob, JobCommand};
-use redis::aio::ConnectionManager;
+use migration_shared::redis_client::RedisConnection;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +29,7 @@ use crate::engine::{Command, Engine, EngineError, EngineOptions, Fence};
 /// caller pauses before claiming again).
 pub(super) async fn run_claimed(
     settings: &WorkerSettings,
-    conn: &ConnectionManager,
+    conn: &RedisConnection,
     worker_id: &str,
     job: ClaimedJob,
     claimed_at: Instant,
@@ -134,7 +134,7 @@ enum Settle<'a> {
 /// holds. A retry refused as fenced after a failed attempt most likely means
 /// the first attempt did apply (its reply was lost).
 async fn settle(
-    conn: &ConnectionManager,
+    conn: &RedisConnection,
     settings: &WorkerSettings,
     job: &ClaimedJob,
     lease_lost: &CancellationToken,

@@ -14,14 +14,14 @@ use std::time::Duration;
 
 use migration_shared::jobs::lock;
 use migration_shared::keys::Keys;
-use redis::aio::ConnectionManager;
+use migration_shared::redis_client::RedisConnection;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Renews until `done` is cancelled; cancels `lost` when the lease is lost
 /// or can no longer be trusted. `held_since` is when the claim was sent.
 pub(super) async fn keep_renewed(
-    mut conn: ConnectionManager,
+    mut conn: RedisConnection,
     keys: Keys,
     fencing_token: u64,
     lease: Duration,

@@ -30,7 +30,7 @@ use migration_shared::jobs::{self, ClaimOutcome};
 use migration_shared::keys::Keys;
 use migration_shared::migrations::Registry;
 use migration_shared::redis_client;
-use redis::aio::{ConnectionManager, MultiplexedConnection};
+use migration_shared::redis_client::{BlockingConnection, RedisConnection};
 use tokio_util::sync::CancellationToken;
 
 pub use sink::RedisOutputSink;
@@ -110,10 +110,10 @@ pub async fn run(settings: WorkerSettings, shutdown: CancellationToken) -> Resul
 
 struct Worker {
     settings: WorkerSettings,
-    conn: ConnectionManager,
+    conn: RedisConnection,
     worker_id: String,
     /// The connection for `BLPOP`, opened on first use and after failures.
-    blocking: Option<MultiplexedConnection>,
+    blocking: Option<BlockingConnection>,
     backoff: Backoff,
     eviction_policy_checked: bool,
 }
@@ -224,7 +224,7 @@ impl Worker {
 /// Logs a warning when Redis may evict keys (SPEC 7). Returns true once the
 /// question is settled (answered, or CONFIG is forbidden, as on managed
 /// Redis); false when Redis could not be reached, to ask again later.
-async fn warn_unless_noeviction(conn: &mut ConnectionManager) -> bool {
+async fn warn_unless_noeviction(conn: &mut RedisConnection) -> bool {
     let reply = redis::cmd("CONFIG")
         .arg("GET")
         .arg("maxmemory-policy")

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use migration_shared::jobs::workers;
 use migration_shared::keys::Keys;
-use redis::aio::ConnectionManager;
+use migration_shared::redis_client::RedisConnection;
 use tokio_util::sync::CancellationToken;
 
 /// Runs until `shutdown`; Redis errors are logged and retried at the next beat.
 pub(super) async fn keep_present(
-    mut conn: ConnectionManager,
+    mut conn: RedisConnection,
     keys: Keys,
     worker_id: String,
     ttl: Duration,

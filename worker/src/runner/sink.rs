@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use migration_shared::jobs::lock::{self, LeaseError};
 use migration_shared::keys::Keys;
-use redis::aio::ConnectionManager;
+use migration_shared::redis_client::RedisConnection;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -52,7 +52,7 @@ impl RedisOutputSink {
     /// `output_lines` is the stream's line count at claim time. The writer
     /// gives up retrying when `lease_lost` is cancelled.
     pub fn start(
-        conn: ConnectionManager,
+        conn: RedisConnection,
         keys: Keys,
         job_id: String,
         fencing_token: u64,
@@ -105,7 +105,7 @@ impl OutputSink for RedisOutputSink {
 }
 
 struct Writer {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     keys: Keys,
     job_id: String,
     fencing_token: u64,

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use migration_shared::jobs::{self, lock, ClaimOutcome, ClaimedJob, JobCommand};
 use migration_shared::keys::Keys;
+use migration_shared::redis_client::RedisConnection;
 use migration_shared::test_support::RedisServer;
-use redis::aio::ConnectionManager;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +16,7 @@ use super::lease::keep_renewed;
 use super::sink::{RedisOutputSink, SinkOutcome};
 use crate::engine::{EngineError, OutputSink};
 
-async fn claimed_job(lease: Duration) -> (RedisServer, ConnectionManager, Keys, ClaimedJob) {
+async fn claimed_job(lease: Duration) -> (RedisServer, RedisConnection, Keys, ClaimedJob) {
     let server = RedisServer::start();
     let mut conn = server.connection_manager().await;
     let keys = Keys::new("r");
@@ -36,7 +36,7 @@ async fn claimed_job(lease: Duration) -> (RedisServer, ConnectionManager, Keys, 
 /// Spawns [`keep_renewed`] for `job`'s lock, held from now; returns the task
 /// and its `done` and `lost` tokens.
 fn renewing(
-    conn: &ConnectionManager,
+    conn: &RedisConnection,
     keys: &Keys,
     job: &ClaimedJob,
     lease: Duration,
