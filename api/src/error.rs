@@ -39,6 +39,9 @@ pub enum ApiError {
     /// The datastore refuses writes for now (finalize running, too busy): 503.
     #[error("{0}")]
     Unavailable(String),
+    /// A write whose commit may have been sent got no answer: 504 (SPEC 5.1).
+    #[error("{0}")]
+    OutcomeUnknown(String),
     /// A bug or corrupt data: 500.
     #[error("internal error: {0}")]
     Internal(String),
@@ -58,6 +61,7 @@ impl ApiError {
             ApiError::RedisUnavailable(_) | ApiError::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::OutcomeUnknown(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 }

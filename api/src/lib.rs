@@ -7,6 +7,8 @@
 
 pub mod auth;
 pub mod error;
+pub mod retry;
+pub mod route_class;
 pub mod routes;
 pub mod startup;
 pub mod state;

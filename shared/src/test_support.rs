@@ -105,6 +105,28 @@ impl RedisServer {
         );
     }
 
+    /// A restart that keeps the data: `SHUTDOWN SAVE` (the server writes
+    /// its data to `dump.rdb` in its temp dir and exits, closing every
+    /// connection), `down` without a server, then a new server on the same
+    /// port that loads the dump. Like a production restart of a Redis with
+    /// persistence; nothing acknowledged before the shutdown is lost.
+    pub fn restart_keeping_data(&mut self, down: Duration) {
+        // The server closes the connection instead of answering: an error
+        // here is the expected outcome.
+        let _ = redis::cmd("SHUTDOWN")
+            .arg("SAVE")
+            .query::<()>(&mut self.connection());
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        std::thread::sleep(down);
+        assert!(
+            self.spawn(),
+            "redis-server did not restart on port {}",
+            self.port
+        );
+    }
+
     /// A synchronous connection (for test set-up and assertions).
     pub fn connection(&self) -> redis::Connection {
         redis::Client::open(self.url())

@@ -8,6 +8,11 @@
 //! output stream (no polling). All state is in Redis, so every replica
 //! answers alike.
 //!
+//! `progress` and `stats` are reads and ride out a short Redis restart
+//! (`crate::retry`); the commands are not retried. The command wait is
+//! capped so that the answer fits in the route's budget
+//! (`crate::route_class`).
+//!
 //! A final result (the job finished) is answered with the datastore's
 //! state, the full output and the exception, and only then marked as read,
 //! so a new command is never accepted before someone saw the last result.
@@ -24,6 +29,8 @@ use serde_json::{json, Map, Value};
 
 use super::JsonBody;
 use crate::error::ApiError;
+use crate::retry::{self, ConnectionError};
+use crate::route_class::COMMAND_WAIT_CAP;
 use crate::state::AppState;
 use migration_shared::stats::{read_stats, MigrationState};
 
@@ -57,6 +64,15 @@ pub enum MigrationRouteError {
     /// Redis failed: nothing (more) happened.
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
+}
+
+impl ConnectionError for MigrationRouteError {
+    fn is_connection_class(&self) -> bool {
+        match self {
+            MigrationRouteError::Redis(err) => retry::is_connection_class(err),
+            _ => false,
+        }
+    }
 }
 
 /// What the route was asked.
@@ -109,8 +125,10 @@ pub async fn migrations(
 ) -> Result<Json<Value>, ApiError> {
     let request = MigrationRequest::parse(body)?;
     let answer = match request {
-        MigrationRequest::Stats => stats(&state).await?,
-        MigrationRequest::Progress => progress(&state).await?,
+        // Reads ride out a short Redis restart; commands are never retried
+        // (their enqueue may have happened).
+        MigrationRequest::Stats => retry::read("stats", || stats(&state)).await?,
+        MigrationRequest::Progress => retry::read("progress", || progress(&state)).await?,
         MigrationRequest::Run { command, verbose } => run_command(&state, command, verbose).await?,
     };
     Ok(Json(answer))
@@ -165,7 +183,9 @@ async fn run_command(
         EnqueueOutcome::NotRead { .. } => return Err(MigrationRouteError::OutputNotRead),
     };
     tracing::info!(job_id = %job_id, command = %command, verbose, "migration job queued");
-    wait_for_job(state, &job_id, state.config.migration_wait).await;
+    // The whole request must fit in the route's budget.
+    let wait = state.config.migration_wait.min(COMMAND_WAIT_CAP);
+    wait_for_job(state, &job_id, wait).await;
     match jobs::job(&mut conn, &state.keys, &job_id).await? {
         Some(job) => answer_for(state, &job).await,
         // Finished, read and replaced by a newer command in the meantime:
@@ -185,8 +205,9 @@ async fn wait_for_job(state: &AppState, job_id: &str, wait: Duration) {
             migration_shared::redis_client::dedicated_connection(&state.config.redis_url).await?;
         jobs::wait_until_finished(&mut dedicated, &state.keys, job_id, wait).await
     };
-    // The BLOCK argument bounds the wait; this bounds a hung connection.
-    match tokio::time::timeout(wait + Duration::from_secs(2), waited).await {
+    // The BLOCK argument bounds the wait; this bounds a hung connection, so
+    // that the answer (the job's state so far) still fits in the budget.
+    match tokio::time::timeout(wait + Duration::from_millis(500), waited).await {
         Ok(Ok(_)) => {}
         Ok(Err(err)) => tracing::warn!(job_id, error = %err, "waiting for the job failed"),
         Err(_) => tracing::warn!(job_id, "waiting for the job timed out"),
