@@ -8,6 +8,8 @@ use migration_shared::keys::Keys;
 use migration_shared::migrations::Registry;
 use migration_shared::redis_client::RedisConnection;
 
+use crate::output_cache::OutputCache;
+
 /// Shared by all handlers.
 #[derive(Clone)]
 pub struct AppState {
@@ -21,6 +23,9 @@ pub struct AppState {
     pub redis: RedisConnection,
     /// The datastore over that connection.
     pub datastore: Datastore,
+    /// This replica's copy of the current job's output (`progress` reads
+    /// only new entries).
+    pub output_cache: Arc<OutputCache>,
 }
 
 impl AppState {
@@ -40,6 +45,7 @@ impl AppState {
             keys,
             redis,
             datastore,
+            output_cache: Arc::default(),
         })
     }
 
