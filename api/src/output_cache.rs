@@ -18,7 +18,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::Bytes;
-use migration_shared::jobs::{JobOutput, JobRecord, OutputCursor};
+use migration_shared::jobs::{JobOutput, JobProgress, OutputCursor};
 use migration_shared::stats::MigrationState;
 use serde::Serialize;
 
@@ -103,15 +103,15 @@ impl OutputCache {
 
     /// Merges what Redis answered after `base`'s cursor (`base` as returned
     /// by [`OutputCache::latest`] before the read) and returns the snapshot
-    /// to answer from, with the job's record; `None` when there is no
+    /// to answer from, with the job's state; `None` when there is no
     /// current job. Keeps the result when it is further than the kept one.
     pub fn update(
         &self,
         base: Option<&Arc<OutputSnapshot>>,
         read: Option<JobOutput>,
-    ) -> Option<(JobRecord, Arc<OutputSnapshot>)> {
+    ) -> Option<(JobProgress, Arc<OutputSnapshot>)> {
         let JobOutput {
-            record,
+            job,
             cursor,
             lines,
             continued,
@@ -121,7 +121,7 @@ impl OutputCache {
         if let Some(base) = base {
             if lines.is_empty() && base.cursor == cursor {
                 // Unchanged: the kept snapshot and its rendered body.
-                return Some((record, base.clone()));
+                return Some((job, base.clone()));
             }
         }
         let kept_len = base.map_or(0, |base| base.text.len());
@@ -153,6 +153,6 @@ impl OutputCache {
         if further {
             *slot = Some(snapshot.clone());
         }
-        Some((record, snapshot))
+        Some((job, snapshot))
     }
 }

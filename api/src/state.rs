@@ -1,4 +1,7 @@
-//! The state every handler shares: one `Clone` struct (cheap: handles only).
+//! The state every handler shares: one `Clone` handle. axum clones it for
+//! every extractor of every request (the auth layer, the handler), so it is
+//! one `Arc` around the handles ([`SharedState`]), reached through `Deref`
+//! (`state.redis`, `state.keys`, ...).
 
 use std::sync::Arc;
 
@@ -10,9 +13,19 @@ use migration_shared::redis_client::RedisConnection;
 
 use crate::output_cache::OutputCache;
 
-/// Shared by all handlers.
+/// Shared by all handlers: a cheap handle to [`SharedState`].
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+/// What every handler reads.
+pub struct SharedState {
     /// The configuration, parsed once at start.
     pub config: Arc<Config>,
     /// The migration registry, built once at start.
@@ -25,7 +38,7 @@ pub struct AppState {
     pub datastore: Datastore,
     /// This replica's copy of the current job's output (`progress` reads
     /// only new entries).
-    pub output_cache: Arc<OutputCache>,
+    pub output_cache: OutputCache,
 }
 
 impl AppState {
@@ -39,14 +52,14 @@ impl AppState {
             keys.clone(),
             registry.target_migration_index(),
         );
-        Ok(AppState {
+        Ok(AppState(Arc::new(SharedState {
             config: Arc::new(config),
             registry,
             keys,
             redis,
             datastore,
-            output_cache: Arc::default(),
-        })
+            output_cache: OutputCache::default(),
+        })))
     }
 
     /// How `/internal/` requests are authenticated.

@@ -13,7 +13,10 @@
 --   {}                                   no current job;
 --   {'other', <current id>}              the current job is not ARGV[1]: call
 --                                        again with that id's keys;
---   {'job', <HGETALL of KEYS[2]>, <XLEN of KEYS[3]>, <XRANGE entries>}.
+--   {'job', <HMGET of KEYS[2] id cmd state exception
+--    result_read>,
+--    <XLEN of KEYS[3]>, <XRANGE entries>} (only the fields progress needs:
+--   a poll's reply stays small).
 --
 -- Guarantees: the record, the stream length and the entries are of the same
 -- moment, so a reader that has read N entries and now gets M more can check
@@ -24,4 +27,5 @@ local id = redis.call('GET', KEYS[1])
 if not id then return {} end
 if id ~= ARGV[1] then return {'other', id} end
 local entries = redis.call('XRANGE', KEYS[3], ARGV[2], '+', 'COUNT', tonumber(ARGV[3]))
-return {'job', redis.call('HGETALL', KEYS[2]), redis.call('XLEN', KEYS[3]), entries}
+local record = redis.call('HMGET', KEYS[2], 'id', 'cmd', 'state', 'exception', 'result_read')
+return {'job', record, redis.call('XLEN', KEYS[3]), entries}

@@ -23,7 +23,8 @@ use std::fmt;
 
 pub use lock::{claim, ClaimOutcome, ClaimedJob, LeaseError};
 pub use output::{
-    format_output, read_current_output, read_output, wait_until_finished, JobOutput, OutputCursor,
+    format_output, read_current_output, read_output, wait_until_finished, JobOutput, JobProgress,
+    OutputCursor,
 };
 pub use queue::{current_job, enqueue, job, mark_result_read, EnqueueOutcome};
 

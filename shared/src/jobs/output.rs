@@ -19,13 +19,11 @@
 
 use std::time::{Duration, Instant};
 
-use std::collections::HashMap;
-
 use redis::aio::ConnectionLike;
 use redis::streams::{StreamRangeReply, StreamReadReply};
 use redis::{RedisResult, Value};
 
-use super::{unexpected_reply, JobRecord};
+use super::{unexpected_reply, JobCommand, JobState};
 use crate::keys::Keys;
 use crate::scripts;
 
@@ -76,12 +74,26 @@ pub struct OutputCursor {
     pub entries: u64,
 }
 
+/// What `progress` needs of the current job's record (a poll reads only
+/// these fields, so that its reply stays small).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobProgress {
+    /// The job id.
+    pub id: String,
+    /// Queued, running or finished.
+    pub state: JobState,
+    /// Why the command failed, if it did.
+    pub exception: Option<String>,
+    /// Whether the final result was returned to a caller.
+    pub result_read: bool,
+}
+
 /// The current job and the output lines a reader had not seen, as
 /// [`read_current_output`] found them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobOutput {
-    /// The current job's record, of the same moment as the lines.
-    pub record: JobRecord,
+    /// The current job's state, of the same moment as the lines.
+    pub job: JobProgress,
     /// Where the reader stands after this read.
     pub cursor: OutputCursor,
     /// The lines after the given cursor when `continued`; otherwise every
@@ -139,15 +151,43 @@ pub async fn read_current_output<C: ConnectionLike>(
             Some("job") => {}
             Some(other) => return Err(unexpected_reply("job_progress", &[other.to_string()])),
         }
+        type Fields = (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
         let (Some(record), Some(length), Some(entries)) =
             (reply.next(), reply.next(), reply.next())
         else {
             return Err(unexpected_reply("job_progress", &["job".into()]));
         };
-        let fields: HashMap<String, String> = redis::from_redis_value(record)?;
-        let Some(record) = JobRecord::from_fields(fields)? else {
+        let (id, command, state, exception, result_read): Fields = redis::from_redis_value(record)?;
+        let Some(id) = id.filter(|id| !id.is_empty()) else {
             // job:current names a job whose record is gone: as no job.
             return Ok(None);
+        };
+        // A record edited by hand is an error, not a guess (as in
+        // `JobRecord::from_fields`).
+        let corrupt = |what: String| {
+            redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "malformed job record",
+                format!("job {id}: {what}"),
+            ))
+        };
+        if command.as_deref().and_then(JobCommand::parse).is_none() {
+            return Err(corrupt(format!("bad cmd {command:?}")));
+        }
+        let job = JobProgress {
+            state: state
+                .as_deref()
+                .and_then(JobState::parse)
+                .ok_or_else(|| corrupt(format!("bad state {state:?}")))?,
+            id,
+            exception: exception.filter(|exception| !exception.is_empty()),
+            result_read: result_read.as_deref() == Some("1"),
         };
         let mut length: u64 = redis::from_redis_value(length)?;
         let mut chunk: StreamRangeReply = redis::from_redis_value(entries)?;
@@ -192,7 +232,7 @@ pub async fn read_current_output<C: ConnectionLike>(
             continue;
         }
         return Ok(Some(JobOutput {
-            record,
+            job,
             cursor,
             lines,
             continued: base.is_some(),
@@ -326,7 +366,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(first.record.id, job_id);
+        assert_eq!(first.job.id, job_id);
         assert!(!first.continued);
         assert_eq!(first.lines.len(), 1, "the queued line: {:?}", first.lines);
         assert_eq!(first.cursor.entries, 1);
@@ -385,7 +425,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!whole.continued);
-        assert_eq!(whole.record.id, job_id);
+        assert_eq!(whole.job.id, job_id);
         assert_eq!(whole.lines, again.lines);
     }
 }
