@@ -2,7 +2,10 @@
 # Benchmark of the api's read routes against raw Redis, in the same run on
 # the same private redis-server.
 #
-# Usage: scripts/bench-api.sh [seconds per route]   (default 10)
+# Usage: scripts/bench-api.sh [seconds per route] [migration-api binary]
+#   (default 10 s; default binary: the release build of this checkout, built
+#   first. Give another binary, e.g. one built from an older commit, to
+#   compare.)
 #
 # Starts redis-server on a free port (never 6379) and a release build of
 # migration-api on another, seeds a few models, then measures with wrk at
@@ -35,8 +38,11 @@ for tool in redis-server redis-cli redis-benchmark wrk python3 curl; do
   command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
 done
 
-cargo build --release -q -p migration-api
-api_bin=target/release/migration-api
+api_bin="${2:-}"
+if [ -z "$api_bin" ]; then
+  cargo build --release -q -p migration-api
+  api_bin=target/release/migration-api
+fi
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
