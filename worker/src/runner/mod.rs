@@ -131,6 +131,7 @@ impl Worker {
                 &self.worker_id,
                 &self.settings.fingerprint,
                 self.settings.lease,
+                None,
             )
             .await;
             match outcome {

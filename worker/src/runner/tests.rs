@@ -23,7 +23,7 @@ async fn claimed_job(lease: Duration) -> (RedisServer, RedisConnection, Keys, Cl
     jobs::enqueue(&mut conn, &keys, JobCommand::Migrate, false, "fp")
         .await
         .unwrap();
-    let job = match jobs::claim(&mut conn, &keys, "w1", "fp", lease)
+    let job = match jobs::claim(&mut conn, &keys, "w1", "fp", lease, None)
         .await
         .unwrap()
     {
@@ -90,7 +90,7 @@ async fn the_sink_stops_writing_once_fenced() {
     sink.line("before".into()).await.unwrap();
     // the lease expires and another worker takes the job over
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let other = jobs::claim(&mut conn, &keys, "w2", "fp", Duration::from_secs(10))
+    let other = jobs::claim(&mut conn, &keys, "w2", "fp", Duration::from_secs(10), None)
         .await
         .unwrap();
     assert!(matches!(other, ClaimOutcome::Claimed(_)), "{other:?}");
