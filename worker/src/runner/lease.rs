@@ -1,5 +1,6 @@
-//! Lease renewal, in a task of its own so that a busy migration never delays
-//! it (SPEC 7).
+//! Lease renewal, in a task of its own and on a connection of its own
+//! (`Connections::control`), so that a busy migration or a big checkpoint
+//! never delays it (SPEC 7, 7.1).
 //!
 //! Every third of the lease it renews the lock through `lock_renew.lua`,
 //! which extends it only while the lock still holds our fencing token. The
@@ -8,7 +9,8 @@
 //! lease (Redis unreachable: soon the lock expires and someone else may take
 //! the job).
 //! The fencing check in every write stops a late writer anyway; cancelling
-//! only stops it from trying.
+//! only stops it from trying. Either way the runner then claims the job
+//! again as one to resume: `job_claim.lua` decides whether it is still ours.
 
 use std::time::Duration;
 
