@@ -13,10 +13,12 @@
 //! - the lease can no longer be trusted (a renewal was refused, Redis was
 //!   unreachable for most of a lease) or a write was fenced: the job's work
 //!   stops at once and the caller claims again with the job as the one to
-//!   *resume*. `job_claim.lua` alone decides whether it is still ours (the
-//!   lock is free or our own, the job still runs under our id: resumed with
-//!   a new token, not a takeover) or someone else's (then we write nothing
-//!   more);
+//!   *resume*, until the lease as we last extended it would have run out.
+//!   `job_claim.lua` alone decides whether it is still ours (the lock is
+//!   free or our own, the job still runs under our id: resumed with a new
+//!   token, not a takeover) or someone else's (then we write nothing more).
+//!   After the lease ran out (an outage longer than the lease) a claim is an
+//!   ordinary one: a takeover, counted, whoever makes it;
 //! - Redis refused the job's writes for another reason (a script error, OOM)
 //!   again and again: stop renewing and let the lease expire, so the job is
 //!   taken over, counted, and abandoned after too many. Resuming it ourselves
@@ -47,8 +49,14 @@ pub(super) enum RunEnd {
     /// Finished, handed back, or clearly someone else's now.
     Settled,
     /// The lease could not be trusted or a write was fenced: claim again,
-    /// resuming this job if it is still ours.
-    LostTouch,
+    /// resuming this job if it is still ours, until `resume_until`: when the
+    /// lease, as this worker last extended it, ran out. After that the
+    /// lease expired and any claim, this worker's too, is a takeover (an
+    /// outage longer than the lease is a dead worker to the cluster).
+    LostTouch {
+        /// Until when a claim may resume the job as this worker's own.
+        resume_until: Instant,
+    },
     /// Redis keeps refusing the job's writes: the lease is left to expire.
     GaveUp,
 }
@@ -113,20 +121,33 @@ pub(super) async fn run_claimed(
             // writes its own).
             lease_lost.cancel();
             sink.close().await;
-            RunEnd::LostTouch
+            Ended::LostTouch
         }
         Hold::GaveUp => {
             // Stop renewing, and drop what is queued: the lease runs out.
             lease_done.cancel();
             lease_lost.cancel();
             sink.close().await;
-            RunEnd::GaveUp
+            Ended::GaveUp
         }
     };
 
     lease_done.cancel();
-    let _ = lease_task.await;
-    end
+    let last_renewed = lease_task.await.unwrap_or(claimed_at);
+    match end {
+        Ended::Settled => RunEnd::Settled,
+        Ended::LostTouch => RunEnd::LostTouch {
+            resume_until: last_renewed + settings.lease,
+        },
+        Ended::GaveUp => RunEnd::GaveUp,
+    }
+}
+
+/// [`RunEnd`] before the lease task said when the lease runs out.
+enum Ended {
+    Settled,
+    LostTouch,
+    GaveUp,
 }
 
 /// What the engine runs of one hold came to.
@@ -254,9 +275,9 @@ async fn conclude(
     lease_lost: &CancellationToken,
     result: Result<(), EngineError>,
     sink_outcome: SinkOutcome,
-) -> RunEnd {
+) -> Ended {
     if lease_lost.is_cancelled() || sink_outcome != SinkOutcome::Written {
-        return RunEnd::LostTouch;
+        return Ended::LostTouch;
     }
     match result {
         Ok(()) => settle(conns, settings, job, lease_lost, Settle::Finish(None)).await,
@@ -278,7 +299,7 @@ async fn conclude(
             settle(conns, settings, job, lease_lost, Settle::HandBack(&line)).await
         }
         // Sorted out before: a fenced run or a Redis failure never concludes.
-        Err(EngineError::Fenced) | Err(EngineError::Redis(_)) => RunEnd::LostTouch,
+        Err(EngineError::Fenced) | Err(EngineError::Redis(_)) => Ended::LostTouch,
     }
 }
 
@@ -298,7 +319,7 @@ async fn settle(
     job: &ClaimedJob,
     lease_lost: &CancellationToken,
     how: Settle<'_>,
-) -> RunEnd {
+) -> Ended {
     let mut conn = conns.engine.clone();
     let mut delay = Duration::from_millis(50);
     let mut retried = false;
@@ -331,21 +352,21 @@ async fn settle(
                     Settle::Finish(_) => tracing::info!(job_id = %job.job_id, "job finished"),
                     Settle::HandBack(_) => tracing::info!(job_id = %job.job_id, "job handed back"),
                 }
-                return RunEnd::Settled;
+                return Ended::Settled;
             }
             Err(LeaseError::Fenced) if retried => {
                 tracing::info!(job_id = %job.job_id, "settled by an earlier attempt whose reply was lost, or the lease was lost");
-                return RunEnd::LostTouch;
+                return Ended::LostTouch;
             }
             Err(LeaseError::Fenced) => {
                 tracing::warn!(job_id = %job.job_id, "cannot settle the job: the lock is no longer ours");
-                return RunEnd::LostTouch;
+                return Ended::LostTouch;
             }
             Err(LeaseError::Redis(err)) => {
                 tracing::warn!(job_id = %job.job_id, error = %err, "settling the job failed; retrying");
                 retried = true;
                 tokio::select! {
-                    _ = lease_lost.cancelled() => return RunEnd::LostTouch,
+                    _ = lease_lost.cancelled() => return Ended::LostTouch,
                     _ = tokio::time::sleep(delay) => {}
                 }
                 delay = (delay * 2).min(Duration::from_secs(1));

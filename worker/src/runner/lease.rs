@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Renews until `done` is cancelled; cancels `lost` when the lease is lost
 /// or can no longer be trusted. `held_since` is when the claim was sent.
+/// Returns when the last successful renewal (or the claim) was sent: the
+/// lease, as this worker extended it, runs out one lease after that.
 pub(super) async fn keep_renewed(
     mut conn: RedisConnection,
     keys: Keys,
@@ -30,7 +32,7 @@ pub(super) async fn keep_renewed(
     held_since: Instant,
     done: CancellationToken,
     lost: CancellationToken,
-) {
+) -> Instant {
     let interval = lease / 3;
     let give_up_after = lease * 3 / 4;
     // The lock expires no earlier than `lease` after the last renewal was
@@ -38,7 +40,7 @@ pub(super) async fn keep_renewed(
     let mut last_renewed = held_since;
     loop {
         tokio::select! {
-            _ = done.cancelled() => return,
+            _ = done.cancelled() => return last_renewed,
             _ = tokio::time::sleep(interval) => {}
         }
         let sent_at = Instant::now();
@@ -56,7 +58,7 @@ pub(super) async fn keep_renewed(
                     "lease lost: the lock is no longer ours; stopping the job"
                 );
                 lost.cancel();
-                return;
+                return last_renewed;
             }
             Ok(Err(err)) => tracing::warn!(error = %err, "lease renewal failed"),
             Err(_) => tracing::warn!("lease renewal timed out"),
@@ -67,7 +69,7 @@ pub(super) async fn keep_renewed(
                 "Redis unreachable for most of the lease; stopping the job"
             );
             lost.cancel();
-            return;
+            return last_renewed;
         }
     }
 }

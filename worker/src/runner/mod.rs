@@ -144,9 +144,10 @@ struct Worker {
     blocking: Option<BlockingConnection>,
     backoff: Backoff,
     eviction_policy_checked: bool,
-    /// The job this worker stopped because it lost touch with Redis: the
-    /// next claim resumes it if it is still ours (SPEC 7.1).
-    resume: Option<String>,
+    /// The job this worker stopped because it lost touch with Redis, and
+    /// until when its lease would have lasted: a claim before then resumes
+    /// it if it is still ours (SPEC 7.1).
+    resume: Option<(String, tokio::time::Instant)>,
 }
 
 impl Worker {
@@ -156,17 +157,22 @@ impl Worker {
                 self.eviction_policy_checked = warn_unless_noeviction(&mut self.conns.engine).await;
             }
             let claimed_at = tokio::time::Instant::now();
+            let resume = self
+                .resume
+                .as_ref()
+                .filter(|(_, until)| claimed_at < *until)
+                .map(|(job_id, _)| job_id.as_str());
             let outcome = jobs::claim(
                 &mut self.conns.engine,
                 &self.settings.keys,
                 &self.worker_id,
                 &self.settings.fingerprint,
                 self.settings.lease,
-                self.resume.as_deref(),
+                resume,
             )
             .await;
             if outcome.is_ok() {
-                if let Some(job_id) = self.resume.take() {
+                if let Some((job_id, _)) = self.resume.take() {
                     match &outcome {
                         Ok(ClaimOutcome::Claimed(claimed)) if claimed.job_id == job_id => {}
                         _ => tracing::warn!(job_id = %job_id,
@@ -193,7 +199,9 @@ impl Worker {
                     match end {
                         RunEnd::Settled => {}
                         // Claim again at once: Redis may be back already.
-                        RunEnd::LostTouch => self.resume = Some(job_id),
+                        RunEnd::LostTouch { resume_until } => {
+                            self.resume = Some((job_id, resume_until))
+                        }
                         // Give Redis a moment; the lease expires meanwhile.
                         RunEnd::GaveUp => self.pause(shutdown).await,
                     }

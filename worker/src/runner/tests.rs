@@ -41,7 +41,7 @@ fn renewing(
     keys: &Keys,
     job: &ClaimedJob,
     lease: Duration,
-) -> (JoinHandle<()>, CancellationToken, CancellationToken) {
+) -> (JoinHandle<Instant>, CancellationToken, CancellationToken) {
     let (done, lost) = (CancellationToken::new(), CancellationToken::new());
     let task = tokio::spawn(keep_renewed(
         conn.clone(),
