@@ -152,10 +152,33 @@ impl RedisServer {
     }
 
     /// An orderly restart that keeps every acknowledged write
-    /// ([`RedisServer::stop_keeping_data`], then start again at once).
-    pub fn restart_keeping_data(&mut self) {
+    /// ([`RedisServer::stop_keeping_data`]), `down` without a server, then
+    /// the server again on the same port with its data.
+    pub fn restart_keeping_data(&mut self, down: Duration) {
         self.stop_keeping_data();
+        std::thread::sleep(down);
         self.start_again();
+    }
+
+    /// `SIGSTOP`: the server hangs (connections stay open, nothing is
+    /// answered) until [`RedisServer::thaw`]. Its clock, and so key expiry,
+    /// goes on.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// `SIGCONT` after [`RedisServer::freeze`].
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the redis-server is running");
+        let status = Command::new("kill")
+            .args(["-s", signal, &child.id().to_string()])
+            .status()
+            .expect("run the `kill` command");
+        assert!(status.success(), "kill -s {signal} redis-server: {status}");
     }
 
     fn dump_file(&self) -> std::path::PathBuf {

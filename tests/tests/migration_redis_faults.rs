@@ -237,7 +237,7 @@ async fn six_redis_restarts_during_a_migrate_are_no_takeover() {
             job["state"], "running",
             "the migrate ended before restart {restart}: slow it down\n{job:?}"
         );
-        cluster.redis.restart_keeping_data();
+        cluster.redis.restart_keeping_data(Duration::ZERO);
     }
 
     let job = wait_for_job_state(&cluster, "finished", Duration::from_secs(90)).await;
@@ -282,6 +282,66 @@ async fn a_redis_outage_longer_than_the_lease_is_a_takeover() {
     let output = output_of(&answer);
     assert!(output.contains("took the job over"), "{output}");
     assert!(!output.contains("resumes job"), "{output}");
+
+    post_when_back(&client, "finalize").await;
+    let answer = final_progress(&client).await;
+    assert!(answer.get("exception").is_none(), "{answer}");
+    assert_eq!(content(cluster.snapshot()), expected);
+}
+
+#[tokio::test]
+async fn a_worker_that_stopped_for_a_hung_redis_resumes_its_own_lease() {
+    const POSITIONS: u64 = 60;
+    const LEASE: u64 = 4000;
+    let expected = control_run(POSITIONS).await;
+
+    let mut cluster = throttled_cluster(LEASE, 10);
+    let ids = [
+        start_worker(&mut cluster).await,
+        start_worker(&mut cluster).await,
+    ];
+    let client = cluster.client();
+    seed(&client, POSITIONS).await;
+    let (status, answer) = client.post_migration("migrate").await;
+    assert_eq!(status, 200, "{answer}");
+    wait_for_job_state(&cluster, "running", Duration::from_secs(10)).await;
+    let holder = lock(&cluster)["worker_id"].clone();
+    let holder_index = ids.iter().position(|id| *id == holder).unwrap();
+
+    // Hang Redis right after a renewal: the holder gives up at 3/4 of the
+    // lease, and Redis answers again before the lease runs out.
+    let mut conn = cluster.redis_connection();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ttl: i64 = conn.pttl(cluster.keys().lock()).unwrap();
+        if ttl > LEASE as i64 - 150 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no renewal seen (pttl {ttl})");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cluster.redis.freeze();
+    tokio::time::sleep(Duration::from_millis(LEASE * 85 / 100)).await;
+    cluster.redis.thaw();
+    assert!(
+        cluster.workers[holder_index]
+            .log()
+            .contains("Redis unreachable for most of the lease"),
+        "the holder did not stop its work:\n{}",
+        cluster.workers[holder_index].log()
+    );
+
+    let job = wait_for_job_state(&cluster, "finished", Duration::from_secs(60)).await;
+    assert_eq!(job["attempts"], "0", "{job:?}\n{}", cluster.log_tails());
+    assert_eq!(job["worker_id"], holder);
+    let answer = final_progress(&client).await;
+    assert!(answer.get("exception").is_none(), "{answer}");
+    let output = output_of(&answer);
+    assert!(
+        output.contains(&format!("Worker {holder} resumes job")),
+        "{output}"
+    );
+    assert!(!output.contains("took the job over"), "{output}");
 
     post_when_back(&client, "finalize").await;
     let answer = final_progress(&client).await;

@@ -217,3 +217,20 @@ async fn renewal_never_waits_behind_the_engines_connection() {
     task.await.unwrap();
     stalled.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_hung_redis_stops_the_job_before_the_lease_runs_out() {
+    let lease = Duration::from_millis(1200);
+    let (server, conn, keys, job) = claimed_job(lease).await;
+    let (task, _done, lost) = renewing(&conn, &keys, &job, lease);
+    // hang right away: every renewal stays unanswered
+    server.freeze();
+    let started = Instant::now();
+    let stopped = tokio::time::timeout(lease * 2, lost.cancelled()).await;
+    server.thaw();
+    stopped.expect("a hung Redis never stopped the job");
+    // The lock may expire one lease after the claim: the work must stop
+    // before then, whatever the renewals are doing.
+    assert!(started.elapsed() < lease, "{:?}", started.elapsed());
+    task.await.unwrap();
+}
