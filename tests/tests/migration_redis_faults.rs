@@ -230,13 +230,26 @@ async fn six_redis_restarts_during_a_migrate_are_no_takeover() {
     wait_for_job_state(&cluster, "running", Duration::from_secs(10)).await;
     let holder = lock(&cluster)["worker_id"].clone();
 
+    // Each restart comes after the job made durable progress since the
+    // one before, so every run continues from a later cursor.
+    let mut cursor_at_restart = 0;
     for restart in 1..=6 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while cursor(&cluster) <= cursor_at_restart {
+            assert!(
+                Instant::now() < deadline,
+                "no progress before restart {restart}\n{}",
+                cluster.log_tails()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cursor_at_restart = cursor(&cluster);
         let job = current_job(&cluster);
         assert_eq!(
             job["state"], "running",
             "the migrate ended before restart {restart}: slow it down\n{job:?}"
         );
+        assert!(cursor_at_restart < POSITIONS, "{cursor_at_restart}");
         cluster.redis.restart_keeping_data(Duration::ZERO);
     }
 
