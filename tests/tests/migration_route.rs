@@ -2,11 +2,9 @@
 //! errors and authentication, the responses of SPEC 4.1 and the cluster-wide
 //! rules of SPEC 4.2, asked of two api replicas on one Redis.
 
-mod migration_common;
-
 use std::time::Duration;
 
-use migration_common::*;
+use migration_tests::migration_jobs::*;
 use migration_tests::requests::{assert_error, create, write_request_with_mi};
 use migration_tests::Auth;
 use serde_json::{json, Value};

@@ -1,16 +1,15 @@
-//! Helpers shared by the `migration_*` end-to-end tests: the migrations they
-//! run, a datastore to migrate, and looks into the job's Redis keys.
+//! Helpers of the migration-route end-to-end tests
+//! (`tests/tests/migration_*.rs`): the migrations they run, a datastore to
+//! migrate, and looks into the job's Redis keys.
 //!
-//! Everything runs through the real binaries ([`migration_tests`]); Redis is
+//! Everything runs through the real binaries ([`TestCluster`]); Redis is
 //! only read here (or stopped), never written behind the product's back.
-
-#![allow(dead_code, unreachable_pub)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use migration_tests::requests::{create, update, write_request_with_mi};
-use migration_tests::{ApiClient, TestCluster};
+use crate::requests::{create, update, write_request_with_mi};
+use crate::{ApiClient, TestCluster};
 use redis::Commands;
 use serde_json::{json, Value};
 
