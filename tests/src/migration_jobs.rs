@@ -93,19 +93,10 @@ pub async fn wait_for_job_state(
     state: &str,
     timeout: Duration,
 ) -> HashMap<String, String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let job = current_job(cluster);
-        if job.get("state").map(String::as_str) == Some(state) {
-            return job;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job never reached state {state} within {timeout:?}: {job:?}\n{}",
-            cluster.log_tails()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_job(cluster, &format!("state {state}"), timeout, |job| {
+        job.get("state").map(String::as_str) == Some(state)
+    })
+    .await
 }
 
 /// Waits until `condition` holds for the current job; panics after `timeout`.

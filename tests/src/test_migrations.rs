@@ -233,8 +233,15 @@ pub fn declarative_chain_registry() -> Arc<Registry> {
         {"name": "0004_remove", "ops": [
             {"op": "remove_fields", "collection": "motion", "fields": ["legacy"]}]}
     ]});
-    let registry =
-        Registry::from_json(std::path::Path::new("migrations.json"), &text.to_string()).unwrap();
+    let registry = file_registry(text);
     assert!(!registry.reads_context());
-    Arc::new(registry)
+    registry
+}
+
+/// A registry read from `text`, a `MIGRATIONS_FILE` (SPEC 6); panics when
+/// it is invalid.
+pub fn file_registry(text: Value) -> Arc<Registry> {
+    Arc::new(
+        Registry::from_json(std::path::Path::new("migrations.json"), &text.to_string()).unwrap(),
+    )
 }
