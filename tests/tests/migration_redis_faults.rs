@@ -3,11 +3,9 @@
 //! acknowledged writes) while a throttled migrate runs. Each result is
 //! compared with an undisturbed run of the same data.
 
-mod migration_common;
-
 use std::time::{Duration, Instant};
 
-use migration_common::*;
+use migration_tests::migration_jobs::*;
 use migration_tests::{ApiClient, DatastoreSnapshot, TestCluster};
 use redis::Commands;
 use serde_json::Value;
