@@ -20,7 +20,7 @@
 //!   After the lease ran out (an outage longer than the lease) a claim is an
 //!   ordinary one: a takeover, counted, whoever makes it;
 //! - Redis refused the job's writes for another reason (a script error, OOM)
-//!   again and again: stop renewing and let the lease expire, so the job is
+//!   again and again, or runs keep failing on one lease: stop renewing and let the lease expire, so the job is
 //!   taken over, counted, and abandoned after too many. Resuming it ourselves
 //!   would not be counted and could loop forever on a persistent failure.
 
@@ -42,6 +42,12 @@ use crate::engine::{Command, Engine, EngineError, EngineOptions, Fence};
 /// not about the connection (a script error, OOM, a STALE that kept
 /// repeating) before the worker lets the lease expire.
 const REFUSED_RUNS: u32 = 3;
+/// How many engine runs of one hold may fail with connection trouble
+/// before the worker lets the lease expire: a Redis that restarts now and
+/// then costs a run each time, but one whose connection fails every run
+/// (a checkpoint that always times out) must not keep the job forever
+/// without the takeover count noticing.
+const FAILED_RUNS_PER_HOLD: u32 = 25;
 
 /// How holding one job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,7 +162,8 @@ enum Hold {
     Done(Result<(), EngineError>),
     /// The lease is no longer trusted, or a write was fenced.
     LostTouch,
-    /// Redis refused the job's writes [`REFUSED_RUNS`] times.
+    /// Redis refused the job's writes [`REFUSED_RUNS`] times in a row, or
+    /// [`FAILED_RUNS_PER_HOLD`] runs failed.
     GaveUp,
 }
 
@@ -174,6 +181,7 @@ async fn run_engine_until_settled(
     let mut delay = Duration::from_millis(50);
     let max_delay = (settings.lease / 4).max(Duration::from_millis(50));
     let mut refused_runs = 0;
+    let mut failed_runs = 0;
     loop {
         let result = run_engine_once(settings, conns, job, lease_lost, shutdown, sink).await;
         if lease_lost.is_cancelled() || sink.is_fenced() {
@@ -184,6 +192,12 @@ async fn run_engine_until_settled(
             Err(EngineError::Redis(err)) => err,
             done => return Hold::Done(done),
         };
+        failed_runs += 1;
+        if failed_runs >= FAILED_RUNS_PER_HOLD {
+            tracing::warn!(job_id = %job.job_id, error = %err, failed_runs,
+                "the job's runs keep failing; letting the lease expire so it is taken over");
+            return Hold::GaveUp;
+        }
         if is_connection_trouble(&err) {
             refused_runs = 0;
         } else {
