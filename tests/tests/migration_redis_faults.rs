@@ -359,3 +359,31 @@ async fn a_worker_that_stopped_for_a_hung_redis_resumes_its_own_lease() {
     assert!(answer.get("exception").is_none(), "{answer}");
     assert_eq!(content(cluster.snapshot()), expected);
 }
+
+#[tokio::test]
+async fn a_redis_that_keeps_refusing_the_jobs_writes_ends_in_abandonment_not_a_loop() {
+    let mut cluster = throttled_cluster(1000, 0);
+    start_worker(&mut cluster).await;
+    let client = cluster.client();
+    seed(&client, 5).await;
+    // a key of the wrong type where the engine keeps its state: every run
+    // fails with WRONGTYPE, not with a connection problem
+    let _: () = cluster
+        .redis_connection()
+        .set(cluster.keys().mig_state(), "not a hash")
+        .unwrap();
+    let (status, answer) = client.post_migration("migrate").await;
+    assert_eq!(status, 200, "{answer}");
+    // (the job record, not `progress`: the api's own state read trips
+    // over the same key)
+    let job = wait_for_job_state(&cluster, "finished", Duration::from_secs(60)).await;
+    assert!(job["exception"].contains("abandoned"), "{job:?}");
+    assert_eq!(job["attempts"], "3");
+    assert!(
+        cluster.workers[0]
+            .log()
+            .contains("Redis keeps refusing the job's writes"),
+        "{}",
+        cluster.workers[0].log()
+    );
+}
