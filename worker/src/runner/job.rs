@@ -20,9 +20,10 @@
 //!   After the lease ran out (an outage longer than the lease) a claim is an
 //!   ordinary one: a takeover, counted, whoever makes it;
 //! - Redis refused the job's writes for another reason (a script error, OOM)
-//!   again and again, or runs keep failing on one lease: stop renewing and let the lease expire, so the job is
-//!   taken over, counted, and abandoned after too many. Resuming it ourselves
-//!   would not be counted and could loop forever on a persistent failure.
+//!   again and again, or runs keep failing on one lease: stop renewing and
+//!   let the lease expire, so the job is taken over, counted, and abandoned
+//!   after too many. Resuming it ourselves would not be counted and could
+//!   loop forever on a persistent failure.
 
 use std::time::Duration;
 

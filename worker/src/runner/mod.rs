@@ -13,9 +13,11 @@
 //! (a restart, a failover, a dropped connection) is not given up: the
 //! worker claims it again as the job to *resume*, and `job_claim.lua` hands
 //! it back to it, uncounted, when it is still its own (SPEC 7.1). Lease
-//! renewal and presence run on a connection of their own ([`Connections`]). Shutdown is the [`CancellationToken`]
-//! given to [`run`]: the running job stops at its next durable point and is
-//! handed back; the loop then ends and the worker leaves the `workers` set.
+//! renewal and presence run on a connection of their own ([`Connections`]).
+//!
+//! Shutdown is the [`CancellationToken`] given to [`run`]: the running job
+//! stops at its next durable point and is handed back; the loop then ends
+//! and the worker leaves the `workers` set.
 //!
 //! What a command does to the datastore is the engine's ([`crate::engine`]).
 
