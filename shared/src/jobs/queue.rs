@@ -92,19 +92,24 @@ pub async fn current_job<C: ConnectionLike>(
     conn: &mut C,
     keys: &Keys,
 ) -> RedisResult<Option<JobRecord>> {
+    // The script needs the job's key, so it is given the id this process
+    // last saw as current (one round trip while it stays current, the
+    // common case of `progress` polls); when that is no longer it, the
+    // script names the current one and the call is repeated with it.
+    let mut guess = last_seen_current(keys);
     for _ in 0..STALE_RETRIES {
-        let Some(id) = current_job_id(conn, keys).await? else {
-            return Ok(None);
-        };
         let reply: Vec<String> = scripts::CURRENT
             .key(keys.current_job())
-            .key(keys.job(&id))
-            .arg(&id)
+            .key(keys.job(&guess))
+            .arg(&guess)
             .invoke_async(conn)
             .await?;
         match reply.split_first() {
-            Some((kind, _)) if kind == "stale" => continue,
-            Some((kind, _)) if kind == "none" => return Ok(None),
+            Some((kind, [id])) if kind == "stale" => {
+                guess = id.clone();
+                remember_current(keys, &guess);
+            }
+            Some((kind, [])) if kind == "none" => return Ok(None),
             Some((kind, fields)) if kind == "record" && fields.len() % 2 == 0 => {
                 let fields = fields
                     .chunks(2)
@@ -116,6 +121,27 @@ pub async fn current_job<C: ConnectionLike>(
         }
     }
     Err(too_many_changes("job_current"))
+}
+
+/// The current job id this process last saw, per key prefix: a guess only,
+/// always re-checked by `job_current.lua`.
+static LAST_SEEN_CURRENT: std::sync::Mutex<Vec<(String, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn last_seen_current(keys: &Keys) -> String {
+    let seen = LAST_SEEN_CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+    seen.iter()
+        .find(|(base, _)| base == keys.base())
+        .map(|(_, id)| id.clone())
+        .unwrap_or_default()
+}
+
+fn remember_current(keys: &Keys, id: &str) {
+    let mut seen = LAST_SEEN_CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+    match seen.iter_mut().find(|(base, _)| base == keys.base()) {
+        Some(entry) => entry.1 = id.to_string(),
+        None => seen.push((keys.base().to_string(), id.to_string())),
+    }
 }
 
 /// The id in `job:current`, if any.

@@ -720,7 +720,7 @@ async fn job_scripts_refuse_a_current_job_that_changed_since_the_caller_read_it(
         .invoke_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(current_reply, vec!["stale"]);
+    assert_eq!(current_reply, vec!["stale".to_string(), id.clone()]);
     // an enqueue that believes there is no current job
     let enqueue_reply: Vec<String> = crate::scripts::ENQUEUE
         .key(keys.current_job())
