@@ -1,6 +1,7 @@
-//! SPEC 7.1 through the real binaries: a Redis that restarts, stays away
-//! longer than a lease, or comes back from an older snapshot (lost
-//! acknowledged writes) while a throttled migrate runs. Each result is
+//! SPEC 7.1 through the real binaries: a Redis that restarts, drops every
+//! connection, hangs, stays away longer than a lease, refuses the job's
+//! writes, or comes back from an older snapshot (lost acknowledged writes)
+//! while a throttled migrate runs. Each result is
 //! compared with an undisturbed run of the same data.
 
 use std::time::{Duration, Instant};
@@ -214,6 +215,29 @@ async fn a_restore_from_an_older_snapshot_never_hands_a_live_workers_token_to_an
 
 #[tokio::test]
 async fn six_redis_restarts_during_a_migrate_are_no_takeover() {
+    six_disruptions_are_no_takeover(|cluster| cluster.redis.restart_keeping_data(Duration::ZERO))
+        .await;
+}
+
+#[tokio::test]
+async fn six_dropped_connections_during_a_migrate_are_no_takeover() {
+    six_disruptions_are_no_takeover(|cluster| {
+        // every client but this one loses its connection at once
+        let killed: u64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .query(&mut cluster.redis_connection())
+            .unwrap();
+        assert!(killed > 0);
+    })
+    .await;
+}
+
+/// A throttled migrate, with a second worker waiting, disrupted six times
+/// by `disrupt`, each time after fresh durable progress: no takeover, and
+/// the result of an undisturbed run.
+async fn six_disruptions_are_no_takeover(disrupt: impl Fn(&mut TestCluster)) {
     const POSITIONS: u64 = 80;
     let expected = control_run(POSITIONS).await;
 
@@ -248,7 +272,7 @@ async fn six_redis_restarts_during_a_migrate_are_no_takeover() {
             "the migrate ended before restart {restart}: slow it down\n{job:?}"
         );
         assert!(cursor_at_restart < POSITIONS, "{cursor_at_restart}");
-        cluster.redis.restart_keeping_data(Duration::ZERO);
+        disrupt(&mut cluster);
     }
 
     let job = wait_for_job_state(&cluster, "finished", Duration::from_secs(90)).await;
