@@ -1,8 +1,8 @@
 //! SPEC 7.1 through the real binaries: a Redis that restarts, drops every
 //! connection, hangs, stays away longer than a lease, refuses the job's
 //! writes, or comes back from an older snapshot (lost acknowledged writes)
-//! while a throttled migrate runs. Each result is
-//! compared with an undisturbed run of the same data.
+//! while a throttled migrate runs. Each result is compared with an
+//! undisturbed run of the same data.
 
 use std::time::{Duration, Instant};
 
