@@ -175,7 +175,9 @@ fn parse_claim(reply: &[String]) -> Option<ClaimOutcome> {
 }
 
 /// Extends the lease; false when the lock no longer holds `fencing_token`
-/// (the caller must stop at once).
+/// (the caller must stop at once). A refused token still raises the
+/// fencing counter to itself if Redis forgot it, so it is never handed out
+/// again.
 pub async fn renew<C: ConnectionLike>(
     conn: &mut C,
     keys: &Keys,
@@ -184,6 +186,7 @@ pub async fn renew<C: ConnectionLike>(
 ) -> RedisResult<bool> {
     let renewed: i64 = scripts::RENEW
         .key(keys.lock())
+        .key(keys.fencing_counter())
         .arg(fencing_token)
         .arg(lease.as_millis() as u64)
         .invoke_async(conn)

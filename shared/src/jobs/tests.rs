@@ -763,3 +763,36 @@ async fn claim_copes_with_a_job_record_missing_its_counters() {
     // the claim's own line is the one it knows of
     assert_eq!(job.output_lines, 1);
 }
+
+#[tokio::test]
+async fn a_refused_renewal_keeps_its_token_from_being_handed_out_again() {
+    let (_server, mut conn, keys) = setup().await;
+    // a token from a clock that ran ahead (or a counter set ahead)
+    let ahead: u64 = 8_000_000_000_000_000;
+    let _: () = redis::cmd("SET")
+        .arg(keys.fencing_counter())
+        .arg(ahead)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    accepted(&mut conn, &keys, JobCommand::Migrate).await;
+    let stale = claimed(&mut conn, &keys, "w1", LEASE).await;
+    // Redis loses the claim: the counter and the lock are gone
+    let _: () = redis::pipe()
+        .del(keys.fencing_counter())
+        .del(keys.lock())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // the stale holder's renewal is refused, and leaves its token behind
+    assert!(!renew(&mut conn, &keys, stale.fencing_token, LEASE)
+        .await
+        .unwrap());
+    let next = claimed(&mut conn, &keys, "w2", LEASE).await;
+    assert!(
+        next.fencing_token > stale.fencing_token,
+        "{} after {}",
+        next.fencing_token,
+        stale.fencing_token
+    );
+}
