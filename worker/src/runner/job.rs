@@ -48,7 +48,7 @@ const REFUSED_RUNS: u32 = 3;
 /// then costs a run each time, but one whose connection fails every run
 /// (a checkpoint that always times out) must not keep the job forever
 /// without the takeover count noticing.
-const FAILED_RUNS_PER_HOLD: u32 = 25;
+const FAILED_RUNS_PER_HOLD: u32 = 100;
 
 /// How holding one job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
