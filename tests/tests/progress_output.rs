@@ -11,11 +11,9 @@
 //!   restore from an older snapshot would), every replica answers what the
 //!   stream now holds, not its kept copy.
 
-mod migration_common;
-
 use std::time::Duration;
 
-use migration_common::*;
+use migration_tests::migration_jobs::*;
 use migration_tests::{ApiClient, TestCluster};
 use redis::Commands;
 use serde_json::Value;

@@ -11,12 +11,10 @@
 //! Bounds on time are generous (7 s for the 4 s budget): the suite runs on
 //! loaded machines. They check that an answer comes, not how fast.
 
-mod migration_common;
-
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use migration_common::*;
+use migration_tests::migration_jobs::*;
 use migration_tests::requests::create;
 use migration_tests::{write_request, TestCluster};
 use serde_json::{json, Value};
