@@ -100,7 +100,8 @@ impl Keyframes {
     pub(crate) fn ensure_range(&mut self, from: u64, target: u64) {
         let lowest = self.min_mi();
         if let Some(lowest) = lowest.filter(|lowest| *lowest > from && *lowest < self.target) {
-            // The former lowest keyframe was never stored: store it whole.
+            // The former lowest keyframe was stored at lowest flushes only (or
+            // never): from now on it is an ordinary one, stored whole.
             let models: Vec<Fqid> = self.by_mi[&lowest].keys().cloned().collect();
             self.dirty.entry(lowest).or_default().extend(models);
         }
