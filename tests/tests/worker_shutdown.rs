@@ -4,11 +4,9 @@
 //! hands the job back and exits `0` well within the compose file's
 //! `stop_grace_period` (30 s), and the next worker finishes the job.
 
-mod migration_common;
-
 use std::time::{Duration, Instant};
 
-use migration_common::*;
+use migration_tests::migration_jobs::*;
 use migration_tests::requests::{create, write_request_with_mi};
 use migration_tests::TestCluster;
 use redis::Commands;

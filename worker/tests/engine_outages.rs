@@ -5,13 +5,11 @@
 //! `finalize` neither fail the run nor change its result: it equals an
 //! uninterrupted run byte for byte.
 
-mod engine_common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine_common::*;
 use migration_shared::migrations::Registry;
+use migration_tests::engine::*;
 use migration_worker::engine::{Command, EngineError, EngineOptions};
 use tokio_util::sync::CancellationToken;
 

@@ -3,10 +3,8 @@
 //! repeated after its answer was lost is recognised and changes nothing, and
 //! every key a script touches is one it was given in KEYS and checked.
 
-mod engine_common;
-
-use engine_common::*;
 use migration_shared::scripts::{CHECKPOINT, FENCED, FINALIZE, RESET, STALE};
+use migration_tests::engine::*;
 use migration_worker::engine::Command;
 use redis::Commands;
 use serde_json::json;

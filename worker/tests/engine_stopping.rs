@@ -6,13 +6,11 @@
 //! would last far longer than the test allows: a run that ignored the cancel
 //! token or ran the phase at full speed would fail the assertions.
 
-mod engine_common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use engine_common::*;
 use migration_shared::migrations::Registry;
+use migration_tests::engine::*;
 use migration_worker::engine::{Command, EngineError, EngineOptions, OutputSink};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
