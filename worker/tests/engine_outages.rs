@@ -131,3 +131,56 @@ async fn an_outage_is_retried_until_the_run_is_cancelled() {
         .unwrap();
     assert!(matches!(result, Err(EngineError::Cancelled)), "{result:?}");
 }
+
+#[tokio::test]
+async fn a_call_hanging_on_a_stopped_redis_is_given_up_soon_after_the_cancel() {
+    let mut setup = Setup::new();
+    rich_history(&mut setup, POSITIONS, 9);
+    let pid: u32 = {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query(&mut setup.conn)
+            .unwrap();
+        info.lines()
+            .find_map(|line| line.strip_prefix("process_id:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let registry = chain_registry();
+    let cancel = CancellationToken::new();
+    let engine = setup
+        .engine_with(
+            &registry,
+            EngineOptions {
+                verbose: false,
+                max_positions_per_second: 40,
+            },
+            TOKEN,
+            cancel.clone(),
+        )
+        .await
+        .with_batch_positions(4);
+    let run = tokio::spawn(async move {
+        let mut sink = VecSink::default();
+        engine.run(Command::Migrate, &mut sink).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Redis hangs (a stopped process answers nothing, the connection stays).
+    signal("STOP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cancel.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(20), run).await;
+    signal("CONT");
+    let result = result.expect("the cancelled run hung with Redis").unwrap();
+    assert!(matches!(result, Err(EngineError::Cancelled)), "{result:?}");
+}
