@@ -184,3 +184,69 @@ async fn a_call_hanging_on_a_stopped_redis_is_given_up_soon_after_the_cancel() {
     let result = result.expect("the cancelled run hung with Redis").unwrap();
     assert!(matches!(result, Err(EngineError::Cancelled)), "{result:?}");
 }
+
+#[tokio::test]
+async fn checkpoints_whose_answers_time_out_are_recognised_when_retried() {
+    // Redis stalls (a long script elsewhere) while checkpoints are in
+    // flight: the engine's calls time out after 100 ms although Redis runs
+    // them when the stall ends. Their retries, queued behind them on the
+    // same connection, find the checkpoints landed (ALREADY) instead of
+    // failing as stale, and the run ends as an undisturbed one.
+    let registry = chain_registry();
+    let mut reference = uninterrupted(&registry, Command::Migrate).await;
+    let expected = reference.dump_area();
+
+    let mut setup = Setup::new();
+    rich_history(&mut setup, POSITIONS, 9);
+    let client = redis::Client::open(setup.server.url()).unwrap();
+    let conn = redis::aio::ConnectionManager::new_with_config(
+        client,
+        redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(Duration::from_millis(100))),
+    )
+    .await
+    .unwrap();
+    let engine = migration_worker::engine::Engine::new(
+        conn,
+        keys(),
+        registry.clone(),
+        migration_worker::engine::Fence { token: TOKEN },
+        EngineOptions {
+            verbose: true,
+            max_positions_per_second: 40,
+        },
+        CancellationToken::new(),
+    )
+    .with_batch_positions(2);
+    let run = tokio::spawn(async move {
+        let mut sink = VecSink::default();
+        let result = engine.run(Command::Migrate, &mut sink).await;
+        (result, sink.lines)
+    });
+    // Stall Redis for 400 ms, four times, while the run goes on.
+    let url = setup.server.url();
+    let stalls = std::thread::spawn(move || {
+        let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(200));
+            let _: () = redis::cmd("EVAL")
+                .arg(
+                    "local t = redis.call('TIME') \
+                     local stop = t[1] * 1000000 + t[2] + 400000 \
+                     repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= stop",
+                )
+                .arg(0)
+                .query(&mut conn)
+                .unwrap();
+        }
+    });
+    let (result, lines) = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the run did not end")
+        .unwrap();
+    stalls.join().unwrap();
+    assert!(result.is_ok(), "{result:?}\n{}", lines.join("\n"));
+    let verbose = lines.iter().filter(|l| l.starts_with("Position ")).count();
+    assert_eq!(verbose as u64, POSITIONS, "{lines:?}");
+    assert_eq!(setup.dump_area(), expected);
+}
