@@ -64,6 +64,12 @@ impl Keys {
     pub fn collections(&self) -> String {
         self.key("ds:collections")
     }
+    /// Hash with a TTL: the claim and, once done, the kept answer of one
+    /// `Idempotency-Key` of the write route (the key is visible ASCII, so
+    /// it is used as it is).
+    pub fn idempotency(&self, key: &str) -> String {
+        self.key(&format!("ds:idempotency:{key}"))
+    }
 
     // ----- migration area -----
 

@@ -37,6 +37,16 @@ script!(
     "datastore_commit.lua",
     include_str!("../lua/datastore_commit.lua")
 );
+script!(
+    IDEMPOTENCY_BEGIN,
+    "datastore_idempotency_begin.lua",
+    include_str!("../lua/datastore_idempotency_begin.lua")
+);
+script!(
+    IDEMPOTENCY_SETTLE,
+    "datastore_idempotency_settle.lua",
+    include_str!("../lua/datastore_idempotency_settle.lua")
+);
 
 // ----- the migration engine and stats -----
 script!(

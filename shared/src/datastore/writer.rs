@@ -1,37 +1,62 @@
 //! The datastore over Redis: the write path and the readers (SPEC 5.1).
 //!
-//! Writes are optimistic: read the position counter, the migration index and
-//! the touched models (one pipelined round trip), apply the whole body in
-//! memory with [`apply_event`] (so a body is validated against the current
-//! models *and* its own earlier requests), then commit with one Lua script
-//! that compares the counter and the MI and writes everything
-//! (`lua/datastore_commit.lua`). A concurrent commit makes the compare fail;
-//! the writer then reads again and retries, a bounded number of times.
+//! Writes are optimistic, per model: read the migration index, the current
+//! job and the touched models (one pipelined round trip), apply the whole
+//! body in memory with [`apply_event`] (so a body is validated against the
+//! current models *and* its own earlier requests), then commit with one Lua
+//! script (`lua/datastore_commit.lua`) that re-checks exactly what the
+//! validation depended on (each touched model, by the SHA-1 of its stored
+//! JSON; the MI; the current job) and numbers the positions itself. Writers
+//! that touch different models therefore never conflict: a 5,000-position
+//! bulk body is not starved by a stream of small writes, which a single
+//! version counter (`ds:position`) used to cause. Only writers racing on
+//! the same models retry, within the deadline.
 //!
 //! Why not validate in Lua: Redis's cjson decodes integers into doubles and
 //! prints them with 14 digits, which would silently change field values.
-//! Here Lua never decodes a value.
+//! Here Lua never decodes a value: it only prepends `meta_position` to the
+//! model JSON built here.
 //!
-//! Cost: a body of any size is one read round trip plus one script call, so
-//! bulk imports are bound by serialisation, not by round trips.
+//! Deadlines: the whole write spends at most [`WRITE_DEADLINE`] in Redis.
+//! Until the commit is handed to the connection, a hung Redis costs nothing
+//! but a `503` ([`WriteError::NoAnswer`]: certainly not written); once it
+//! was handed over, a missing answer is [`WriteError::OutcomeUnknown`]
+//! (`504`: retry with the same `Idempotency-Key`). A commit is not started
+//! with less than [`COMMIT_BUDGET`] left.
+//!
+//! Cost: a body of any size is one read round trip plus one script call
+//! (two more with an `Idempotency-Key`), so bulk imports are bound by
+//! serialisation, not by round trips.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::redis_client::RedisConnection;
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
 use super::event::Event;
 use super::fqid::{is_valid_collection, Fqid};
+use super::idempotency::{
+    body_fingerprint, Claim, IdempotencyKey, WriteAnswer, ANSWER_TTL, CLAIM_TTL,
+};
 use super::model::{apply_event, Model, Models};
-use super::request::WriteRequest;
+use super::request::{parse_write_body, WriteRequest};
 use crate::keys::Keys;
-use crate::scripts::DATASTORE_COMMIT;
+use crate::scripts::{DATASTORE_COMMIT, IDEMPOTENCY_BEGIN, IDEMPOTENCY_SETTLE};
 
 /// How often a write is retried after losing a race before it gives up.
 const MAX_COMMIT_ATTEMPTS: u32 = 64;
+/// The longest time one write spends in Redis (SPEC 4.3: every route answers
+/// within 5 s; the api's 5 s timeout layer is only a backstop).
+pub const WRITE_DEADLINE: Duration = Duration::from_millis(4000);
+/// The least time left for which a commit is still sent: with less, the
+/// write is refused as certainly not sent rather than risk an unknown
+/// outcome.
+pub const COMMIT_BUDGET: Duration = Duration::from_millis(1000);
 
-/// Why a write was not committed.
+/// Why a write was not committed (or not known to be).
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// The body is invalid; nothing was written. The message names the
@@ -43,10 +68,39 @@ pub enum WriteError {
         "the datastore is being finalized; writes are refused until the finalize job has finished"
     )]
     Finalizing,
-    /// Lost the race to concurrent writers too often; nothing was written.
-    #[error("the datastore is too busy: the write lost {MAX_COMMIT_ATTEMPTS} races to concurrent writers; retry")]
-    Busy,
-    /// Redis failed.
+    /// Lost the race to concurrent writers of the same models too often;
+    /// nothing was written.
+    #[error("the datastore is too busy: the write lost {attempts} races to concurrent writers of the same models; nothing was written; retry")]
+    Busy {
+        /// Commits tried.
+        attempts: u32,
+    },
+    /// The `Idempotency-Key` was used before with another body (`422`).
+    #[error("this Idempotency-Key was already used with a different body; nothing was written (use a new key for a new write)")]
+    KeyReused,
+    /// Another attempt with the same key is executing (`409`).
+    #[error("a write with this Idempotency-Key is still being executed; nothing more was written; retry with the same key in a moment")]
+    InFlight,
+    /// The claim on the key expired before the commit ran; nothing was
+    /// written.
+    #[error("the claim on this Idempotency-Key expired before the commit ran; nothing was written; retry with the same key")]
+    ClaimLost,
+    /// Redis did not answer before the commit was sent: nothing was written.
+    #[error("redis did not answer within {} s while {phase}: redis is unreachable or hung; the write was not sent, nothing was written", WRITE_DEADLINE.as_secs_f32())]
+    NoAnswer {
+        /// What the write was doing.
+        phase: &'static str,
+    },
+    /// The commit was sent but its answer never came: the write may or may
+    /// not have happened (`504`).
+    #[error("outcome unknown: the write may or may not have happened ({cause}); {advice}")]
+    OutcomeUnknown {
+        /// What went wrong after the commit was sent.
+        cause: String,
+        /// How to retry.
+        advice: &'static str,
+    },
+    /// Redis failed or refused (the api classifies the error).
     #[error(transparent)]
     Store(#[from] DatastoreError),
 }
@@ -74,6 +128,12 @@ impl From<redis::RedisError> for WriteError {
     }
 }
 
+impl From<redis::ParsingError> for WriteError {
+    fn from(err: redis::ParsingError) -> Self {
+        WriteError::Store(err.into())
+    }
+}
+
 /// Handle on the datastore of one key prefix.
 #[derive(Clone)]
 pub struct Datastore {
@@ -83,14 +143,19 @@ pub struct Datastore {
 }
 
 /// What a write body was validated against.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Snapshot {
     /// Last committed position (0: empty).
     pub last_position: u64,
     /// The live MI, if the datastore has one.
     pub migration_index: Option<u64>,
+    /// The id in `job:current`, if any.
+    pub current_job: Option<String>,
     /// The touched models that exist (live or deleted).
     pub models: Models,
+    /// SHA-1 hex of the stored JSON of each model in `models`: the version
+    /// the commit script compares.
+    pub versions: HashMap<Fqid, String>,
 }
 
 /// A validated write body, ready for the commit script.
@@ -102,8 +167,55 @@ pub struct CommitPlan {
     pub positions: Vec<(String, String)>,
     /// Number of events added.
     pub event_count: usize,
-    /// Changed models: collection, id, stored JSON.
-    pub models: Vec<(String, u64, String)>,
+    /// Changed models, in fqid order.
+    pub models: Vec<ModelWrite>,
+}
+
+/// One model the commit writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelWrite {
+    /// The model.
+    pub fqid: Fqid,
+    /// The version it was validated against (`None`: it did not exist).
+    pub expected_version: Option<String>,
+    /// Which of the body's new positions (1-based) changed it last: the
+    /// script turns this into `meta_position`.
+    pub relative_position: u64,
+    /// Its stored JSON without `meta_position`.
+    pub json: String,
+}
+
+/// The time budget of one write.
+#[derive(Clone, Copy)]
+struct Deadline(Instant);
+
+impl Deadline {
+    fn start() -> Deadline {
+        Deadline(Instant::now() + WRITE_DEADLINE)
+    }
+
+    fn left(&self) -> Duration {
+        self.0.saturating_duration_since(Instant::now())
+    }
+
+    /// Runs a step that comes before the commit: a timeout means nothing
+    /// was written.
+    async fn before_commit<T, E: Into<WriteError>>(
+        &self,
+        phase: &'static str,
+        step: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, WriteError> {
+        match tokio::time::timeout_at(self.0, step).await {
+            Ok(result) => result.map_err(Into::into),
+            Err(_) => Err(WriteError::NoAnswer { phase }),
+        }
+    }
+}
+
+/// A committed body.
+struct Committed {
+    positions: Vec<u64>,
+    answer: String,
 }
 
 impl Datastore {
@@ -119,6 +231,92 @@ impl Datastore {
 
     /// Commits the body all-or-nothing; returns the new position numbers.
     pub async fn write(&self, requests: Vec<WriteRequest>) -> Result<Vec<u64>, WriteError> {
+        let committed = self.execute(&requests, None, Deadline::start()).await?;
+        Ok(committed.positions)
+    }
+
+    /// The write route with an `Idempotency-Key` (SPEC 5.1): the body is
+    /// parsed here, so that a structural `400` is kept as the key's answer
+    /// too. Returns the answer to send: the fresh one (`200` or `400`), or
+    /// the one kept from the first attempt with this key.
+    pub async fn write_idempotent(
+        &self,
+        key: &IdempotencyKey,
+        body: Value,
+    ) -> Result<WriteAnswer, WriteError> {
+        let deadline = Deadline::start();
+        let claim = Claim {
+            record: self.keys.idempotency(key.as_str()),
+            owner: uuid::Uuid::new_v4().to_string(),
+        };
+        let fingerprint = body_fingerprint(&body);
+        let begun: Vec<redis::Value> = deadline
+            .before_commit("claiming the Idempotency-Key", async {
+                let mut conn = self.conn.clone();
+                IDEMPOTENCY_BEGIN
+                    .key(&claim.record)
+                    .arg(&fingerprint)
+                    .arg(&claim.owner)
+                    .arg(CLAIM_TTL.as_millis() as u64)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let state: String = reply_field(&begun, 0, "datastore_idempotency_begin")?;
+        match state.as_str() {
+            "new" => {}
+            "mismatch" => return Err(WriteError::KeyReused),
+            "pending" => return Err(WriteError::InFlight),
+            "done" => {
+                let status: u16 = reply_field(&begun, 1, "datastore_idempotency_begin")?;
+                let body: String = reply_field(&begun, 2, "datastore_idempotency_begin")?;
+                return Ok(WriteAnswer { status, body });
+            }
+            other => {
+                return Err(DatastoreError::Corrupt(format!(
+                    "datastore_idempotency_begin answered '{other}'"
+                ))
+                .into())
+            }
+        }
+        let outcome = match parse_write_body(body) {
+            Ok(requests) => self.execute(&requests, Some(&claim), deadline).await,
+            Err(message) => Err(WriteError::Invalid(message)),
+        };
+        match outcome {
+            Ok(committed) => Ok(WriteAnswer {
+                status: 200,
+                body: committed.answer,
+            }),
+            Err(WriteError::Invalid(message)) => {
+                let answer = WriteAnswer::invalid(&message);
+                self.settle(&claim, Settle::Keep(&answer), deadline).await;
+                Ok(answer)
+            }
+            // Certainly not written, and a later attempt may succeed: free
+            // the key at once instead of making the retry wait for 409s.
+            Err(
+                err @ (WriteError::Finalizing
+                | WriteError::Busy { .. }
+                | WriteError::NoAnswer { .. }
+                | WriteError::Store(_)),
+            ) => {
+                self.settle(&claim, Settle::Release, deadline).await;
+                Err(err)
+            }
+            // Unknown outcome: the claim stays, so the retry waits for the
+            // commit (409) or finds its answer; a lost claim is not ours.
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Validates and commits; retries lost races within the deadline.
+    async fn execute(
+        &self,
+        requests: &[WriteRequest],
+        claim: Option<&Claim>,
+        deadline: Deadline,
+    ) -> Result<Committed, WriteError> {
         let mut stored = Vec::with_capacity(requests.len());
         for (index, request) in requests.iter().enumerate() {
             stored.push(
@@ -129,23 +327,33 @@ impl Datastore {
         }
         let touched: BTreeSet<&Fqid> = stored.iter().flatten().map(Event::fqid).collect();
         for attempt in 0..MAX_COMMIT_ATTEMPTS {
-            let snapshot = self.read_snapshot(&touched).await?;
+            let snapshot = deadline
+                .before_commit("reading the models", self.read_snapshot(&touched))
+                .await?;
             let timestamp = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or_default();
             let plan = plan_commit(
-                &requests,
+                requests,
                 &stored,
                 snapshot.clone(),
                 self.default_migration_index,
                 timestamp,
             )?;
-            match self.commit(&snapshot, &plan).await? {
-                CommitOutcome::Committed(first) => {
-                    return Ok((first..first + plan.positions.len() as u64).collect());
-                }
+            if deadline.left() < COMMIT_BUDGET {
+                return Err(if attempt == 0 {
+                    WriteError::NoAnswer {
+                        phase: "reading the models",
+                    }
+                } else {
+                    WriteError::Busy { attempts: attempt }
+                });
+            }
+            match self.commit(&snapshot, &plan, claim, deadline).await? {
+                CommitOutcome::Committed(committed) => return Ok(committed),
                 CommitOutcome::Finalizing => return Err(WriteError::Finalizing),
+                CommitOutcome::ClaimLost => return Err(WriteError::ClaimLost),
                 CommitOutcome::Conflict => {
                     // Jittered back-off so that racing writers spread out.
                     let jitter = uuid::Uuid::new_v4().as_u128() as u64
@@ -154,54 +362,88 @@ impl Datastore {
                 }
             }
         }
-        Err(WriteError::Busy)
+        Err(WriteError::Busy {
+            attempts: MAX_COMMIT_ATTEMPTS,
+        })
+    }
+
+    /// Keeps a refusal as the key's answer, or gives the key back. Best
+    /// effort: when it fails, the claim expires after [`CLAIM_TTL`] and the
+    /// key is executed afresh then (a refusal wrote nothing).
+    async fn settle(&self, claim: &Claim, settle: Settle<'_>, deadline: Deadline) {
+        let mut invocation = IDEMPOTENCY_SETTLE.prepare_invoke();
+        invocation.key(&claim.record).arg(&claim.owner);
+        match settle {
+            Settle::Keep(answer) => invocation
+                .arg("store")
+                .arg(answer.status)
+                .arg(&answer.body)
+                .arg(ANSWER_TTL.as_millis() as u64),
+            Settle::Release => invocation.arg("release"),
+        };
+        let budget = deadline.left().max(Duration::from_millis(200));
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(budget, invocation.invoke_async::<i64>(&mut conn)).await {
+            Ok(Ok(1)) => {}
+            Ok(Ok(_)) => {
+                tracing::warn!(record = %claim.record, "idempotency claim was no longer ours when settling it")
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(record = %claim.record, error = %err, "could not settle an idempotency claim; it expires by itself")
+            }
+            Err(_) => {
+                tracing::warn!(record = %claim.record, "redis did not answer settling an idempotency claim; it expires by itself")
+            }
+        }
     }
 
     async fn read_snapshot(&self, touched: &BTreeSet<&Fqid>) -> Result<Snapshot, DatastoreError> {
-        let mut by_collection: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-        for fqid in touched {
-            by_collection
-                .entry(fqid.collection())
-                .or_default()
-                .push(fqid.id());
-        }
+        let by_collection = group_by_collection(touched.iter().copied());
         let mut pipe = redis::pipe();
         pipe.get(self.keys.position())
-            .get(self.keys.migration_index());
+            .get(self.keys.migration_index())
+            .get(self.keys.current_job());
         for (collection, ids) in &by_collection {
             pipe.cmd("HMGET").arg(self.keys.models(collection)).arg(ids);
         }
         let mut conn = self.conn.clone();
         let mut values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-        let rest = values.split_off(2);
-        let (last_position, migration_index): (Option<u64>, Option<u64>) =
-            redis::from_redis_value(redis::Value::Array(values))?;
+        let rest = values.split_off(3);
+        let (last_position, migration_index, current_job): (
+            Option<u64>,
+            Option<u64>,
+            Option<String>,
+        ) = redis::from_redis_value(redis::Value::Array(values))?;
         let rows: Vec<Vec<Option<String>>> = rest
             .into_iter()
             .map(redis::from_redis_value)
             .collect::<Result<_, _>>()?;
-        let mut models = Models::new();
+        let mut snapshot = Snapshot {
+            last_position: last_position.unwrap_or(0),
+            migration_index,
+            current_job,
+            ..Snapshot::default()
+        };
         for ((collection, ids), row) in by_collection.iter().zip(rows) {
             for (id, text) in ids.iter().zip(row) {
                 if let Some(text) = text {
                     let model = Model::from_stored_json(&text).map_err(DatastoreError::Corrupt)?;
                     let fqid = Fqid::new(collection, *id).map_err(DatastoreError::Corrupt)?;
-                    models.insert(fqid, model);
+                    snapshot.versions.insert(fqid.clone(), model_version(&text));
+                    snapshot.models.insert(fqid, model);
                 }
             }
         }
-        Ok(Snapshot {
-            last_position: last_position.unwrap_or(0),
-            migration_index,
-            models,
-        })
+        Ok(snapshot)
     }
 
     async fn commit(
         &self,
         snapshot: &Snapshot,
         plan: &CommitPlan,
-    ) -> Result<CommitOutcome, DatastoreError> {
+        claim: Option<&Claim>,
+        deadline: Deadline,
+    ) -> Result<CommitOutcome, WriteError> {
         let keys = &self.keys;
         let mut invocation = DATASTORE_COMMIT.prepare_invoke();
         invocation
@@ -212,8 +454,30 @@ impl Datastore {
             .key(keys.position_mi())
             .key(keys.events())
             .key(keys.collections())
-            .key(keys.current_job())
-            .arg(snapshot.last_position)
+            .key(keys.current_job());
+        if let Some(job) = &snapshot.current_job {
+            invocation.key(keys.job(job));
+        }
+        if let Some(claim) = claim {
+            invocation.key(&claim.record);
+        }
+        let collections: Vec<&str> = plan
+            .models
+            .iter()
+            .map(|model| model.fqid.collection())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for collection in &collections {
+            invocation.key(keys.models(collection));
+        }
+        invocation
+            .arg(snapshot.current_job.as_deref().unwrap_or_default())
+            .arg(if snapshot.last_position == 0 {
+                "1"
+            } else {
+                "0"
+            })
             .arg(
                 snapshot
                     .migration_index
@@ -221,39 +485,66 @@ impl Datastore {
                     .unwrap_or_default(),
             )
             .arg(plan.migration_index)
-            .arg(keys.base())
+            .arg(claim.map(|claim| claim.owner.as_str()).unwrap_or_default())
+            .arg(ANSWER_TTL.as_millis() as u64)
             .arg(plan.positions.len())
             .arg(plan.event_count)
             .arg(plan.models.len());
         for (metadata, events) in &plan.positions {
             invocation.arg(metadata).arg(events);
         }
-        for (collection, id, model) in &plan.models {
-            invocation.arg(collection).arg(id).arg(model);
+        for model in &plan.models {
+            let index = collections
+                .iter()
+                .position(|collection| *collection == model.fqid.collection())
+                .map(|at| at + 1)
+                .unwrap_or_default();
+            invocation
+                .arg(index)
+                .arg(model.fqid.id())
+                .arg(model.expected_version.as_deref().unwrap_or_default())
+                .arg(model.relative_position)
+                .arg(&model.json);
         }
+        for collection in &collections {
+            invocation.arg(*collection);
+        }
+        let advice = if claim.is_some() {
+            "retry with the same Idempotency-Key"
+        } else {
+            "this request had no Idempotency-Key, so a plain retry may write twice: read the datastore first, and send writes with an Idempotency-Key"
+        };
         let mut conn = self.conn.clone();
-        let reply: Vec<redis::Value> = invocation.invoke_async(&mut conn).await?;
-        let status: String = reply
-            .first()
-            .map(redis::from_redis_value_ref)
-            .transpose()?
-            .unwrap_or_default();
+        let reply: Vec<redis::Value> =
+            match tokio::time::timeout_at(deadline.0, invocation.invoke_async(&mut conn)).await {
+                Err(_) => {
+                    return Err(WriteError::OutcomeUnknown {
+                        cause: format!(
+                            "the commit was sent, but redis did not answer it within {} s",
+                            WRITE_DEADLINE.as_secs_f32()
+                        ),
+                        advice,
+                    })
+                }
+                Ok(Err(err)) => return Err(commit_error(err, advice)),
+                Ok(Ok(reply)) => reply,
+            };
+        let status: String = reply_field(&reply, 0, "datastore_commit")?;
         match status.as_str() {
             "ok" => {
-                let first: u64 = reply
-                    .get(1)
-                    .map(redis::from_redis_value_ref)
-                    .transpose()?
-                    .ok_or_else(|| {
-                        DatastoreError::Corrupt("commit script returned no position".into())
-                    })?;
-                Ok(CommitOutcome::Committed(first))
+                let first: u64 = reply_field(&reply, 1, "datastore_commit")?;
+                let answer: String = reply_field(&reply, 2, "datastore_commit")?;
+                Ok(CommitOutcome::Committed(Committed {
+                    positions: (first..first + plan.positions.len() as u64).collect(),
+                    answer,
+                }))
             }
             "conflict" => Ok(CommitOutcome::Conflict),
             "finalizing" => Ok(CommitOutcome::Finalizing),
-            other => Err(DatastoreError::Corrupt(format!(
-                "commit script answered '{other}'"
-            ))),
+            "claim_lost" => Ok(CommitOutcome::ClaimLost),
+            other => {
+                Err(DatastoreError::Corrupt(format!("datastore_commit answered '{other}'")).into())
+            }
         }
     }
 
@@ -296,13 +587,69 @@ impl Datastore {
 }
 
 enum CommitOutcome {
-    Committed(u64),
+    Committed(Committed),
     Conflict,
     Finalizing,
+    ClaimLost,
+}
+
+enum Settle<'a> {
+    Keep(&'a WriteAnswer),
+    Release,
+}
+
+/// What a failed commit call means. Redis answered with an error (the
+/// script refuses a wrong key type before its first write; OOM refuses the
+/// whole script up front) or the connection was refused: nothing was
+/// written. Anything else happened after the commit may have reached Redis.
+fn commit_error(err: redis::RedisError, advice: &'static str) -> WriteError {
+    let answered = matches!(
+        err.kind(),
+        redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+    );
+    if answered || err.is_connection_refusal() {
+        WriteError::Store(DatastoreError::Redis(err))
+    } else {
+        WriteError::OutcomeUnknown {
+            cause: format!("the commit was sent, but the connection failed: {err}"),
+            advice,
+        }
+    }
+}
+
+/// Element `index` of a script's array reply.
+fn reply_field<T: redis::FromRedisValue>(
+    reply: &[redis::Value],
+    index: usize,
+    script: &str,
+) -> Result<T, DatastoreError> {
+    let value = reply.get(index).ok_or_else(|| {
+        DatastoreError::Corrupt(format!("{script} answered without element {index}"))
+    })?;
+    Ok(redis::from_redis_value_ref(value)?)
+}
+
+/// The version of a stored model: the SHA-1 hex of its JSON, as the commit
+/// script computes it with `redis.sha1hex`.
+fn model_version(stored_json: &str) -> String {
+    sha1_smol::Sha1::from(stored_json).digest().to_string()
+}
+
+fn group_by_collection<'a>(fqids: impl Iterator<Item = &'a Fqid>) -> BTreeMap<&'a str, Vec<u64>> {
+    let mut by_collection: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for fqid in fqids {
+        by_collection
+            .entry(fqid.collection())
+            .or_default()
+            .push(fqid.id());
+    }
+    by_collection
 }
 
 /// Validates a body against `snapshot` and builds what the commit script
-/// writes. Pure: the rules of SPEC 5.1 are tested here without Redis.
+/// writes. Pure: the rules of SPEC 5.1 are tested here without Redis. The
+/// models' positions in the plan are relative (1: the body's first new
+/// position).
 pub fn plan_commit(
     requests: &[WriteRequest],
     stored: &[Vec<Event>],
@@ -311,6 +658,7 @@ pub fn plan_commit(
     timestamp_ms: u64,
 ) -> Result<CommitPlan, WriteError> {
     let mut models = snapshot.models;
+    let versions = snapshot.versions;
     let mut changed: BTreeSet<Fqid> = BTreeSet::new();
     let mut current_mi = snapshot
         .migration_index
@@ -318,7 +666,8 @@ pub fn plan_commit(
     let mut positions = Vec::with_capacity(requests.len());
     let mut event_count = 0;
     for (index, (request, events)) in requests.iter().zip(stored).enumerate() {
-        let position = snapshot.last_position + index as u64 + 1;
+        // Relative: the commit script numbers the positions.
+        let position = index as u64 + 1;
         let mi = match (current_mi, request.migration_index) {
             (None, given) => given.unwrap_or(default_migration_index),
             (Some(current), Some(given)) if given != current => {
@@ -357,8 +706,13 @@ pub fn plan_commit(
     let models = changed
         .into_iter()
         .map(|fqid| {
-            let json = models[&fqid].to_stored_json();
-            (fqid.collection().to_string(), fqid.id(), json)
+            let model = &models[&fqid];
+            ModelWrite {
+                expected_version: versions.get(&fqid).cloned(),
+                relative_position: model.position,
+                json: model.to_stored_json_without_position(),
+                fqid,
+            }
         })
         .collect();
     Ok(CommitPlan {
