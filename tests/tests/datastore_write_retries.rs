@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use migration_shared::datastore::idempotency::CLAIM_TTL;
 use migration_shared::scripts::DATASTORE_COMMIT;
 use migration_tests::requests::{assert_error, create, names_request_index, update};
 use migration_tests::{write_request, DatastoreSnapshot, RedisProxy, TestCluster};
@@ -55,7 +56,10 @@ async fn a_create_with_a_null_field_is_400_naming_the_request_the_fqid_and_the_f
     let before = cluster.snapshot();
     let body = json!([
         write_request(json!([create("motion/2", json!({"title": "B"}))])),
-        write_request(json!([create("motion/3", json!({"title": "C", "text": null}))])),
+        write_request(json!([create(
+            "motion/3",
+            json!({"title": "C", "text": null})
+        )])),
     ]);
     let (status, answer) = api.write(body).await;
     let message = assert_error(status, &answer, 400);
@@ -66,7 +70,10 @@ async fn a_create_with_a_null_field_is_400_naming_the_request_the_fqid_and_the_f
     );
     assert_eq!(cluster.snapshot(), before, "nothing was written");
     let (status, _) = api.get_model("motion/2").await;
-    assert_eq!(status, 404, "the valid first request was not written either");
+    assert_eq!(
+        status, 404,
+        "the valid first request was not written either"
+    );
     // null still deletes a field in an update.
     api.write_events(json!([update("motion/1", json!({"title": null}))]))
         .await;
@@ -135,9 +142,7 @@ async fn a_retried_400_gets_the_same_400_even_when_it_would_now_succeed() {
 async fn the_same_key_with_another_body_is_422_and_writes_nothing() {
     let cluster = TestCluster::spawn_app();
     let api = cluster.client();
-    let (status, body) = api
-        .write_with_key(&create_body("motion/1", "A"), "k")
-        .await;
+    let (status, body) = api.write_with_key(&create_body("motion/1", "A"), "k").await;
     assert_eq!(status, 200, "{body}");
     let before = cluster.snapshot();
     for other in [
@@ -151,10 +156,11 @@ async fn the_same_key_with_another_body_is_422_and_writes_nothing() {
     }
     assert_eq!(cluster.snapshot(), before);
     // The original body still gets its answer.
-    let (status, again) = api
-        .write_with_key(&create_body("motion/1", "A"), "k")
-        .await;
-    assert_eq!((status, again), (200, json!({"success": true, "positions": [1]})));
+    let (status, again) = api.write_with_key(&create_body("motion/1", "A"), "k").await;
+    assert_eq!(
+        (status, again),
+        (200, json!({"success": true, "positions": [1]}))
+    );
 }
 
 #[tokio::test]
@@ -168,9 +174,7 @@ async fn an_invalid_key_is_400_and_writes_nothing() {
     assert_eq!(status, 200, "255 characters are allowed: {body}");
     let before = cluster.snapshot();
     for bad in ["", &"k".repeat(256), "with space", "tab\tinside"] {
-        let (status, answer) = api
-            .write_with_key(&create_body("motion/2", "B"), bad)
-            .await;
+        let (status, answer) = api.write_with_key(&create_body("motion/2", "B"), bad).await;
         let message = assert_error(status, &answer, 400);
         assert!(message.contains("Idempotency-Key"), "{bad:?}: {message}");
     }
@@ -210,7 +214,10 @@ async fn a_key_still_executing_on_another_replica_is_409() {
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     while !proxy.trap_fired() {
-        assert!(Instant::now() < deadline, "the commit never reached the proxy");
+        assert!(
+            Instant::now() < deadline,
+            "the commit never reached the proxy"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let direct = cluster.client_for(0);
@@ -259,15 +266,53 @@ async fn a_commit_sent_to_a_redis_that_hangs_is_504_and_its_retry_writes_once() 
         answers.push(retry_until_settled(&api, &body, "hung").await);
     }
     assert!(
-        answers.iter().all(|a| a == &json!({"success": true, "positions": [2, 3]})),
+        answers
+            .iter()
+            .all(|a| a == &json!({"success": true, "positions": [2, 3]})),
         "{answers:?}"
     );
-    assert_eq!(cluster.stored_position(), Some(3), "the body was written once");
+    assert_eq!(
+        cluster.stored_position(),
+        Some(3),
+        "the body was written once"
+    );
     assert_eq!(
         models_without_positions(&cluster.snapshot()),
         models_without_positions(&undisturbed_run(&body).await),
         "same models as an undisturbed run"
     );
+}
+
+#[tokio::test]
+async fn a_stale_commit_that_arrives_after_the_retry_wrote_writes_nothing() {
+    let (cluster, proxy) = cluster_with_proxied_api().await;
+    // The commit of api 1 is held on its way (sent, from the api's view)...
+    let (release, held) = tokio::sync::oneshot::channel::<()>();
+    proxy.trap(commit_sha(), move || async move {
+        let _ = held.await;
+    });
+    let stale = cluster.client_for(1);
+    let body = json!([create_body("motion/2", "A"), create_body("motion/3", "B")]);
+    let (status, answer) = stale.write_with_key(&body, "stale").await;
+    let message = assert_error(status, &answer, 504);
+    assert!(message.contains("may or may not"), "{message}");
+    // ... the client retries on api 0 once the first claim has expired ...
+    tokio::time::sleep(CLAIM_TTL + Duration::from_millis(500)).await;
+    let retry = cluster.client_for(0);
+    let answer = retry_until_settled(&retry, &body, "stale").await;
+    assert_eq!(answer, json!({"success": true, "positions": [2, 3]}));
+    let after_retry = cluster.snapshot();
+    // ... and only then does the first commit reach Redis: it must not write.
+    release.send(()).expect("the trap waits");
+    // Asked on api 1's connection, so it is answered after the stale commit ran.
+    let again = retry_until_settled(&stale, &body, "stale").await;
+    assert_eq!(again, answer);
+    assert_eq!(
+        cluster.snapshot(),
+        after_retry,
+        "the stale commit wrote nothing"
+    );
+    assert_eq!(cluster.stored_position(), Some(3));
 }
 
 #[tokio::test]
@@ -299,11 +344,7 @@ async fn a_write_to_a_redis_that_hangs_before_the_commit_is_503_and_writes_nothi
 
 /// Retries like a client: through `409` (the first attempt's claim) until
 /// a kept answer comes.
-async fn retry_until_settled(
-    api: &migration_tests::ApiClient,
-    body: &Value,
-    key: &str,
-) -> Value {
+async fn retry_until_settled(api: &migration_tests::ApiClient, body: &Value, key: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (status, answer) = api.write_with_key(body, key).await;
@@ -366,7 +407,11 @@ async fn a_key_of_the_wrong_type_is_a_500_naming_it_and_writes_nothing() {
         );
         assert!(!message.contains("unreachable"), "{message}");
     }
-    assert_eq!(cluster.snapshot_position_and_models(), before, "nothing written");
+    assert_eq!(
+        cluster.snapshot_position_and_models(),
+        before,
+        "nothing written"
+    );
     // The readers classify the same way.
     let _: () = conn.set(keys.models("topic"), "not a hash").unwrap();
     let (status, answer) = api.get_model("topic/1").await;
