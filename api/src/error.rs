@@ -218,7 +218,8 @@ impl From<WriteError> for ApiError {
             WriteError::Finalizing
             | WriteError::Busy { .. }
             | WriteError::ClaimLost
-            | WriteError::NoAnswer { .. } => ApiError::Unavailable(err.to_string()),
+            | WriteError::NoAnswer { .. }
+            | WriteError::OutOfTime => ApiError::Unavailable(err.to_string()),
             WriteError::InFlight => ApiError::Conflict(err.to_string()),
             WriteError::KeyReused => ApiError::Unprocessable(err.to_string()),
             WriteError::OutcomeUnknown { .. } => ApiError::OutcomeUnknown(err.to_string()),

@@ -499,12 +499,20 @@ async fn a_bulk_body_commits_while_small_writers_write_in_a_loop() {
     }
     // Let the small writers get going first.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let small_before: u64 = cluster.stored_position().unwrap_or(0);
+    let started = Instant::now();
     let (status, answer) = api.write(bulk).await;
+    let took = started.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut small = 0;
     for writer in small_writers {
         small += writer.await.unwrap();
     }
+    // A figure for the log, not an assertion (speed is measured in benchmarks).
+    eprintln!(
+        "bulk body of {size} bytes answered {status} after {took:?}; {} small writes before it was sent, {small} in all",
+        small_before
+    );
     assert_eq!(status, 200, "the bulk body was refused: {answer}");
     let positions: Vec<u64> = serde_json::from_value(answer["positions"].clone()).unwrap();
     assert_eq!(positions.len(), 5_000);

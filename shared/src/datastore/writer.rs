@@ -91,6 +91,10 @@ pub enum WriteError {
         /// What the write was doing.
         phase: &'static str,
     },
+    /// Too little of the deadline was left to send the commit (a large body
+    /// on a loaded api or a slow Redis): nothing was written.
+    #[error("the write used up its {} s budget before its commit could be sent (a large body on a busy api, or a slow redis); nothing was written; retry", WRITE_DEADLINE.as_secs_f32())]
+    OutOfTime,
     /// The commit was sent but its answer never came: the write may or may
     /// not have happened (`504`).
     #[error("outcome unknown: the write may or may not have happened ({cause}); {advice}")]
@@ -299,6 +303,7 @@ impl Datastore {
                 err @ (WriteError::Finalizing
                 | WriteError::Busy { .. }
                 | WriteError::NoAnswer { .. }
+                | WriteError::OutOfTime
                 | WriteError::Store(_)),
             ) => {
                 self.settle(&claim, Settle::Release, deadline).await;
@@ -343,9 +348,7 @@ impl Datastore {
             )?;
             if deadline.left() < COMMIT_BUDGET {
                 return Err(if attempt == 0 {
-                    WriteError::NoAnswer {
-                        phase: "reading the models",
-                    }
+                    WriteError::OutOfTime
                 } else {
                     WriteError::Busy { attempts: attempt }
                 });
