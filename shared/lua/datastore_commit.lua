@@ -11,7 +11,7 @@
 --
 -- KEYS[1] ds:position        KEYS[2] ds:migration_index  KEYS[3] ds:event_count
 -- KEYS[4] ds:positions       KEYS[5] ds:position_mi      KEYS[6] ds:events
--- KEYS[7] ds:collections     KEYS[8] job:current
+-- KEYS[7] ds:collections     KEYS[8] job:current         KEYS[9] ds:writer_token
 -- then, in this order:
 --   the hash of the job the writer read (only when ARGV[1] is not "")
 --   the idempotency record (only when ARGV[5] is not "")
@@ -25,7 +25,8 @@
 -- ARGV[7] n, the number of new positions
 -- ARGV[8] the number of events they add
 -- ARGV[9] m, the number of model writes
--- ARGV[10 ..]  n pairs: position metadata JSON, events JSON
+-- ARGV[10] the writer token this writer holds ("": none)
+-- ARGV[11 ..]  n pairs: position metadata JSON, events JSON
 -- then         m quintuples: model key index (1-based among the c model
 --              hashes), id, SHA-1 hex of the stored JSON the writer read
 --              ("": the model did not exist), r (the model's meta_position
@@ -34,8 +35,9 @@
 -- then         c collection names, in the order of the model hashes
 --
 -- Returns {"ok", first_position, answer_json}, {"conflict"},
--- {"finalizing"} or {"claim_lost"} (the idempotency record is no longer
--- this writer's pending claim: nothing was written). A key of the wrong
+-- {"finalizing"}, {"locked"} (another writer holds ds:writer_token: wait
+-- for it) or {"claim_lost"} (the idempotency record is no longer this
+-- writer's pending claim: nothing was written). A key of the wrong
 -- type is a WRONGTYPE error naming the key, raised before any write.
 --
 -- Guarantees: every check happens before the first write, and the checks
@@ -54,7 +56,7 @@ local function check_type(key, want)
   return nil
 end
 
-local next_key = 9
+local next_key = 10
 local job_key = nil
 if ARGV[1] ~= '' then
   job_key = KEYS[next_key]
@@ -71,7 +73,7 @@ local first_model_key = next_key
 local expected_types = {
   {KEYS[1], 'string'}, {KEYS[2], 'string'}, {KEYS[3], 'string'},
   {KEYS[4], 'hash'}, {KEYS[5], 'hash'}, {KEYS[6], 'hash'}, {KEYS[7], 'set'},
-  {KEYS[8], 'string'},
+  {KEYS[8], 'string'}, {KEYS[9], 'string'},
 }
 if record then expected_types[#expected_types + 1] = {record, 'hash'} end
 for i = first_model_key, #KEYS do
@@ -93,6 +95,12 @@ if job_key then
   end
 end
 
+-- A writer that lost several races holds the token: everyone else waits.
+local holder = redis.call('GET', KEYS[9])
+if holder and holder ~= ARGV[10] then
+  return {'locked'}
+end
+
 if record then
   local claim = redis.call('HMGET', record, 'state', 'owner')
   if claim[1] ~= 'pending' or claim[2] ~= ARGV[5] then
@@ -111,7 +119,7 @@ end
 
 local n = tonumber(ARGV[7])
 local m = tonumber(ARGV[9])
-local models_at = 10 + 2 * n
+local models_at = 11 + 2 * n
 for i = 0, m - 1 do
   local at = models_at + 5 * i
   local stored = redis.call('HGET', KEYS[first_model_key + tonumber(ARGV[at]) - 1], ARGV[at + 1])
@@ -124,7 +132,7 @@ for i = 0, m - 1 do
 end
 
 -- Every check passed: write.
-local arg = 10
+local arg = 11
 local numbers = {}
 for i = 1, n do
   local position = string.format('%d', last + i)
@@ -156,6 +164,9 @@ if mi == '' then
   redis.call('SET', KEYS[2], ARGV[4])
 end
 redis.call('INCRBY', KEYS[3], ARGV[8])
+if holder then
+  redis.call('UNLINK', KEYS[9])
+end
 
 local answer = '{"positions":[' .. table.concat(numbers, ',') .. '],"success":true}'
 if record then

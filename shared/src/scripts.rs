@@ -43,6 +43,11 @@ script!(
     include_str!("../lua/datastore_idempotency_begin.lua")
 );
 script!(
+    WRITER_TOKEN_RELEASE,
+    "datastore_writer_token_release.lua",
+    include_str!("../lua/datastore_writer_token_release.lua")
+);
+script!(
     IDEMPOTENCY_SETTLE,
     "datastore_idempotency_settle.lua",
     include_str!("../lua/datastore_idempotency_settle.lua")

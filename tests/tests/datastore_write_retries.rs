@@ -465,11 +465,9 @@ async fn a_redis_out_of_memory_is_a_503_naming_it_and_writes_nothing() {
 
 // ----- fairness (SPEC 5.1, issue 8 item 9) -----
 
-#[tokio::test]
-async fn a_bulk_body_commits_while_small_writers_write_in_a_loop() {
-    let cluster = TestCluster::spawn_app();
-    let api = cluster.client();
-    let bulk: Vec<Value> = (1..=5_000)
+/// 5,000 one-create requests (~0.9 MB), numbered from `first_id`.
+fn bulk_requests(first_id: u64) -> Vec<Value> {
+    (first_id..first_id + 5_000)
         .map(|id| {
             write_request(json!([create(
                 &format!("motion/{id}"),
@@ -477,10 +475,17 @@ async fn a_bulk_body_commits_while_small_writers_write_in_a_loop() {
                        "number": id, "tag_ids": [1, 2, 3]})
             )]))
         })
-        .collect();
-    let bulk = Value::Array(bulk);
-    let size = bulk.to_string().len();
-    assert!((800_000..1_048_576).contains(&size), "body of {size} bytes");
+        .collect()
+}
+
+/// Sends `bulk` while 4 tasks write small bodies in a loop (`small(writer,
+/// round)` builds each); returns the bulk answer and the number of small
+/// writes that succeeded.
+async fn bulk_among_small_writers(
+    cluster: &TestCluster,
+    bulk: Value,
+    small: fn(u64, u64) -> Value,
+) -> ((u16, Value), u64) {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut small_writers = Vec::new();
     for writer in 0..4u64 {
@@ -488,31 +493,68 @@ async fn a_bulk_body_commits_while_small_writers_write_in_a_loop() {
         let stop = stop.clone();
         small_writers.push(tokio::spawn(async move {
             let mut written = 0u64;
+            let mut round = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let fqid = format!("topic/{}", writer * 1_000_000 + written + 1);
-                let (status, body) = api.write(create_body(&fqid, "small")).await;
-                assert_eq!(status, 200, "small write: {body}");
-                written += 1;
+                round += 1;
+                let (status, body) = api.write(small(writer, round)).await;
+                match status {
+                    200 => written += 1,
+                    // Waiting out a bulk writer's token may take a while.
+                    503 if body["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("too busy")) => {}
+                    _ => panic!("small write: {status} {body}"),
+                }
             }
             written
         }));
     }
     // Let the small writers get going first.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let small_before: u64 = cluster.stored_position().unwrap_or(0);
     let started = Instant::now();
-    let (status, answer) = api.write(bulk).await;
+    // A client's retry, with the same key: on a loaded machine (a debug
+    // build on a busy CI) validating 0.9 MB can use up the route's 4 s
+    // deadline, a 503 that has nothing to do with the small writers. Before
+    // per-model commits, every attempt lost against them.
+    let key = uuid::Uuid::new_v4().to_string();
+    let mut attempts = 0;
+    let answer = loop {
+        attempts += 1;
+        let answer = cluster.client().write_with_key(&bulk, &key).await;
+        if answer.0 != 503 || attempts == 3 {
+            break answer;
+        }
+    };
     let took = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut small = 0;
+    let mut written = 0;
     for writer in small_writers {
-        small += writer.await.unwrap();
+        written += writer.await.unwrap();
     }
     // A figure for the log, not an assertion (speed is measured in benchmarks).
     eprintln!(
-        "bulk body of {size} bytes answered {status} after {took:?}; {} small writes before it was sent, {small} in all",
-        small_before
+        "bulk body answered {} after {took:?} and {attempts} attempt(s); {written} small writes",
+        answer.0
     );
+    (answer, written)
+}
+
+#[tokio::test]
+async fn a_bulk_body_is_not_starved_by_small_writers() {
+    let cluster = TestCluster::spawn_app();
+    let api = cluster.client();
+    api.write_events(json!([create("meeting/1", json!({"name": "hot"}))]))
+        .await;
+    let bulk = Value::Array(bulk_requests(1));
+    let size = bulk.to_string().len();
+    assert!((800_000..1_048_576).contains(&size), "body of {size} bytes");
+
+    // 1. The small writers create models of their own.
+    let ((status, answer), small) = bulk_among_small_writers(&cluster, bulk, |writer, round| {
+        create_body(&format!("topic/{}", writer * 1_000_000 + round), "small")
+    })
+    .await;
     assert_eq!(status, 200, "the bulk body was refused: {answer}");
     let positions: Vec<u64> = serde_json::from_value(answer["positions"].clone()).unwrap();
     assert_eq!(positions.len(), 5_000);
@@ -521,15 +563,43 @@ async fn a_bulk_body_commits_while_small_writers_write_in_a_loop() {
         "one body's positions are consecutive"
     );
     assert!(small > 0, "the small writers wrote");
+    let mut total = 1 + 5_000 + small;
+
+    // 2. The bulk body shares a model with every small write.
+    let mut shared = vec![write_request(json!([update(
+        "meeting/1",
+        json!({"name": "bulk"})
+    )]))];
+    shared.extend(bulk_requests(10_001).into_iter().skip(1));
+    let ((status, answer), small) =
+        bulk_among_small_writers(&cluster, Value::Array(shared), |writer, round| {
+            write_request(json!([update(
+                "meeting/1",
+                json!({"counter": writer * 1_000_000 + round})
+            )]))
+        })
+        .await;
+    assert_eq!(
+        status, 200,
+        "the bulk body sharing a model was refused: {answer}"
+    );
+    assert_eq!(answer["positions"].as_array().map(Vec::len), Some(5_000));
+    assert!(small > 0, "the small writers wrote");
+    total += 5_000 + small;
+
     let snapshot = cluster.snapshot();
-    let total = 5_000 + small;
     assert_eq!(snapshot.position, Some(total));
     assert_eq!(
         snapshot.events.keys().copied().collect::<Vec<_>>(),
         (1..=total).collect::<Vec<_>>(),
-        "gap-free"
+        "gap-free, nothing lost"
     );
-    assert_eq!(snapshot.models["motion"].len(), 5_000);
+    assert_eq!(snapshot.models["motion"].len(), 9_999);
+    let token: Option<String> = cluster
+        .redis_connection()
+        .get(cluster.keys().writer_token())
+        .unwrap();
+    assert_eq!(token, None, "the writer token was given back");
 }
 
 trait PositionAndModels {

@@ -10,7 +10,11 @@
 //! that touch different models therefore never conflict: a 5,000-position
 //! bulk body is not starved by a stream of small writes, which a single
 //! version counter (`ds:position`) used to cause. Only writers racing on
-//! the same models retry, within the deadline.
+//! the same models retry, within the deadline; a writer that lost
+//! [`CONFLICTS_BEFORE_TOKEN`] races takes the short exclusive writer token
+//! (`ds:writer_token`, a `SET NX` with the rest of its deadline as TTL):
+//! while it is held every other commit answers `locked` and waits, so even
+//! a bulk body that shares a model with a stream of small writes commits.
 //!
 //! Why not validate in Lua: Redis's cjson decodes integers into doubles and
 //! prints them with 14 digits, which would silently change field values.
@@ -44,17 +48,21 @@ use super::idempotency::{
 use super::model::{apply_event, Model, Models};
 use super::request::{parse_write_body, WriteRequest};
 use crate::keys::Keys;
-use crate::scripts::{DATASTORE_COMMIT, IDEMPOTENCY_BEGIN, IDEMPOTENCY_SETTLE};
+use crate::scripts::{
+    DATASTORE_COMMIT, IDEMPOTENCY_BEGIN, IDEMPOTENCY_SETTLE, WRITER_TOKEN_RELEASE,
+};
 
-/// How often a write is retried after losing a race before it gives up.
-const MAX_COMMIT_ATTEMPTS: u32 = 64;
+/// A body with at least this many events is a bulk body: it takes the
+/// exclusive writer token before its first attempt.
+pub const BULK_EVENTS: usize = 1_000;
 /// The longest time one write spends in Redis (SPEC 4.3: every route answers
 /// within 5 s; the api's 5 s timeout layer is only a backstop).
 pub const WRITE_DEADLINE: Duration = Duration::from_millis(4000);
 /// The least time left for which a commit is still sent: with less, the
 /// write is refused as certainly not sent rather than risk an unknown
-/// outcome.
-pub const COMMIT_BUDGET: Duration = Duration::from_millis(1000);
+/// outcome. A healthy Redis runs even a 1 MiB commit well within it; a
+/// commit that does not fit is a `504`, which a keyed retry resolves.
+pub const COMMIT_BUDGET: Duration = Duration::from_millis(300);
 
 /// Why a write was not committed (or not known to be).
 #[derive(Debug, thiserror::Error)]
@@ -68,9 +76,9 @@ pub enum WriteError {
         "the datastore is being finalized; writes are refused until the finalize job has finished"
     )]
     Finalizing,
-    /// Lost the race to concurrent writers of the same models too often;
-    /// nothing was written.
-    #[error("the datastore is too busy: the write lost {attempts} races to concurrent writers of the same models; nothing was written; retry")]
+    /// Lost the race to concurrent writers of the same models (or waited
+    /// for a bulk writer's token) until the deadline; nothing was written.
+    #[error("the datastore is too busy: the write did not commit within its deadline after {attempts} attempts (concurrent writers of the same models, or a bulk write holding the writer token); nothing was written; retry")]
     Busy {
         /// Commits tried.
         attempts: u32,
@@ -331,9 +339,42 @@ impl Datastore {
             );
         }
         let touched: BTreeSet<&Fqid> = stored.iter().flatten().map(Event::fqid).collect();
-        for attempt in 0..MAX_COMMIT_ATTEMPTS {
+        let mut token: Option<String> = None;
+        let result = self
+            .commit_until_done(requests, &stored, &touched, claim, deadline, &mut token)
+            .await;
+        if let (Some(token), Err(_)) = (&token, &result) {
+            // A successful commit removed the token itself.
+            self.release_writer_token(token).await;
+        }
+        result
+    }
+
+    /// The retry loop: read, validate, commit, until committed, refused or
+    /// out of time. A bulk body ([`BULK_EVENTS`]) holds the writer token
+    /// throughout, so that no stream of small writes can starve it.
+    async fn commit_until_done(
+        &self,
+        requests: &[WriteRequest],
+        stored: &[Vec<Event>],
+        touched: &BTreeSet<&Fqid>,
+        claim: Option<&Claim>,
+        deadline: Deadline,
+        token: &mut Option<String>,
+    ) -> Result<Committed, WriteError> {
+        let mut attempts: u32 = 0;
+        let mut conflicts: u32 = 0;
+        let event_count: usize = stored.iter().map(Vec::len).sum();
+        if event_count >= BULK_EVENTS {
+            // A bulk body needs a good part of its deadline for one
+            // validation: it cannot afford to lose a race, so it takes the
+            // token first (waiting while another bulk body holds it).
+            let wait_until = deadline.0.checked_sub(COMMIT_BUDGET * 2);
+            *token = self.take_writer_token(deadline, wait_until).await;
+        }
+        loop {
             let snapshot = deadline
-                .before_commit("reading the models", self.read_snapshot(&touched))
+                .before_commit("reading the models", self.read_snapshot(touched))
                 .await?;
             let timestamp = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -341,33 +382,87 @@ impl Datastore {
                 .unwrap_or_default();
             let plan = plan_commit(
                 requests,
-                &stored,
+                stored,
                 snapshot.clone(),
                 self.default_migration_index,
                 timestamp,
             )?;
             if deadline.left() < COMMIT_BUDGET {
-                return Err(if attempt == 0 {
+                return Err(if attempts == 0 {
                     WriteError::OutOfTime
                 } else {
-                    WriteError::Busy { attempts: attempt }
+                    WriteError::Busy { attempts }
                 });
             }
-            match self.commit(&snapshot, &plan, claim, deadline).await? {
-                CommitOutcome::Committed(committed) => return Ok(committed),
+            attempts += 1;
+            let outcome = self
+                .commit(&snapshot, &plan, claim, token.as_deref(), deadline)
+                .await?;
+            let backoff_ms = match outcome {
+                CommitOutcome::Committed(committed) => {
+                    *token = None;
+                    return Ok(committed);
+                }
                 CommitOutcome::Finalizing => return Err(WriteError::Finalizing),
                 CommitOutcome::ClaimLost => return Err(WriteError::ClaimLost),
+                // Small writers racing for one model: one of them wins each
+                // round, and their attempts are cheap.
                 CommitOutcome::Conflict => {
-                    // Jittered back-off so that racing writers spread out.
-                    let jitter = uuid::Uuid::new_v4().as_u128() as u64
-                        % (1 + 2 * u64::from(attempt.min(10)));
-                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                    conflicts += 1;
+                    2 * u64::from(conflicts.min(10))
                 }
+                // Another writer holds the token: wait for it to commit.
+                CommitOutcome::Locked => 20,
+            };
+            // Jittered back-off so that racing writers spread out.
+            let jitter = uuid::Uuid::new_v4().as_u128() as u64 % (1 + backoff_ms);
+            tokio::time::sleep(Duration::from_millis(jitter)).await;
+        }
+    }
+
+    /// Takes `ds:writer_token` for the rest of this write's deadline (so a
+    /// writer that dies holds it no longer than it would have run). While
+    /// another writer holds it, tries again every few milliseconds until
+    /// `wait_until` (`None`: one try). `None` when not taken.
+    async fn take_writer_token(
+        &self,
+        deadline: Deadline,
+        wait_until: Option<Instant>,
+    ) -> Option<String> {
+        let owner = uuid::Uuid::new_v4().to_string();
+        loop {
+            let lifetime = deadline.left().as_millis() as u64;
+            if lifetime == 0 {
+                return None;
+            }
+            let mut conn = self.conn.clone();
+            let mut set = redis::cmd("SET");
+            set.arg(self.keys.writer_token())
+                .arg(&owner)
+                .arg("NX")
+                .arg("PX")
+                .arg(lifetime);
+            let taken = set.query_async::<Option<String>>(&mut conn);
+            match tokio::time::timeout_at(deadline.0, taken).await {
+                Ok(Ok(Some(_))) => return Some(owner),
+                Ok(Ok(None)) if wait_until.is_some_and(|until| Instant::now() < until) => {
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                }
+                _ => return None,
             }
         }
-        Err(WriteError::Busy {
-            attempts: MAX_COMMIT_ATTEMPTS,
-        })
+    }
+
+    /// Gives the writer token back after a write that did not commit. Best
+    /// effort: it expires by itself at the end of that write's deadline.
+    async fn release_writer_token(&self, owner: &str) {
+        let mut conn = self.conn.clone();
+        let mut invocation = WRITER_TOKEN_RELEASE.prepare_invoke();
+        invocation.key(self.keys.writer_token()).arg(owner);
+        let release = invocation.invoke_async::<i64>(&mut conn);
+        if let Ok(Err(err)) = tokio::time::timeout(Duration::from_millis(500), release).await {
+            tracing::warn!(error = %err, "could not release the writer token; it expires by itself");
+        }
     }
 
     /// Keeps a refusal as the key's answer, or gives the key back. Best
@@ -445,6 +540,7 @@ impl Datastore {
         snapshot: &Snapshot,
         plan: &CommitPlan,
         claim: Option<&Claim>,
+        token: Option<&str>,
         deadline: Deadline,
     ) -> Result<CommitOutcome, WriteError> {
         let keys = &self.keys;
@@ -457,7 +553,8 @@ impl Datastore {
             .key(keys.position_mi())
             .key(keys.events())
             .key(keys.collections())
-            .key(keys.current_job());
+            .key(keys.current_job())
+            .key(keys.writer_token());
         if let Some(job) = &snapshot.current_job {
             invocation.key(keys.job(job));
         }
@@ -492,7 +589,8 @@ impl Datastore {
             .arg(ANSWER_TTL.as_millis() as u64)
             .arg(plan.positions.len())
             .arg(plan.event_count)
-            .arg(plan.models.len());
+            .arg(plan.models.len())
+            .arg(token.unwrap_or_default());
         for (metadata, events) in &plan.positions {
             invocation.arg(metadata).arg(events);
         }
@@ -545,6 +643,7 @@ impl Datastore {
             "conflict" => Ok(CommitOutcome::Conflict),
             "finalizing" => Ok(CommitOutcome::Finalizing),
             "claim_lost" => Ok(CommitOutcome::ClaimLost),
+            "locked" => Ok(CommitOutcome::Locked),
             other => {
                 Err(DatastoreError::Corrupt(format!("datastore_commit answered '{other}'")).into())
             }
@@ -594,6 +693,7 @@ enum CommitOutcome {
     Conflict,
     Finalizing,
     ClaimLost,
+    Locked,
 }
 
 enum Settle<'a> {
