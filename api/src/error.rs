@@ -219,7 +219,7 @@ impl From<WriteError> for ApiError {
             | WriteError::Busy { .. }
             | WriteError::ClaimLost
             | WriteError::NoAnswer { .. }
-            | WriteError::OutOfTime => ApiError::Unavailable(err.to_string()),
+            | WriteError::OutOfTime { .. } => ApiError::Unavailable(err.to_string()),
             WriteError::InFlight => ApiError::Conflict(err.to_string()),
             WriteError::KeyReused => ApiError::Unprocessable(err.to_string()),
             WriteError::OutcomeUnknown { .. } => ApiError::OutcomeUnknown(err.to_string()),

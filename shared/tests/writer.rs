@@ -6,6 +6,7 @@ use migration_shared::keys::Keys;
 use migration_tests::RedisServer;
 use redis::Commands;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 async fn datastore(redis: &RedisServer) -> Datastore {
     Datastore::new(redis.connection_manager().await, Keys::new("t"), 3)
@@ -187,7 +188,12 @@ async fn migration_index_rules() {
 #[tokio::test]
 async fn a_bulk_body_of_ten_thousand_positions_is_one_commit() {
     let redis = RedisServer::start();
-    let store = datastore(&redis).await;
+    // The product's connection (long response timeout) and no 5 s route
+    // bound: this is about one commit of a very large body, also on a
+    // loaded debug build.
+    let conn = migration_shared::redis_client::connection_manager(&redis.url()).unwrap();
+    let store =
+        Datastore::new(conn, Keys::new("t"), 3).with_write_deadline(Duration::from_secs(60));
     let requests: Vec<Value> = (1..=10_000)
         .map(|id| {
             json!({"user_id": 1, "events": [
