@@ -283,7 +283,7 @@ impl Datastore {
             owner: uuid::Uuid::new_v4().to_string(),
         };
         let fingerprint = body_fingerprint(&body);
-        let begun: Vec<redis::Value> = deadline
+        let begun: Result<Vec<redis::Value>, WriteError> = deadline
             .before_commit("claiming the Idempotency-Key", async {
                 let mut conn = self.conn.clone();
                 IDEMPOTENCY_BEGIN
@@ -294,7 +294,18 @@ impl Datastore {
                     .invoke_async(&mut conn)
                     .await
             })
-            .await?;
+            .await;
+        let begun = match begun {
+            Ok(begun) => begun,
+            Err(err @ WriteError::NoAnswer { .. }) => {
+                // The claim may still be taken when a hung Redis resumes:
+                // queue its release behind it, so the client's retry does
+                // not wait out the claim's lifetime.
+                self.settle(&claim, Settle::Release, deadline).await;
+                return Err(err);
+            }
+            Err(err) => return Err(err),
+        };
         let state: String = reply_field(&begun, 0, "datastore_idempotency_begin")?;
         match state.as_str() {
             "new" => {}
