@@ -119,7 +119,7 @@ pub enum RedisFailure {
     WrongType(String),
     /// A Lua script failed (a bug, or data it cannot handle): 500.
     ScriptFailed(String),
-    /// Any other error reply (`NOPERM`, `NOSCRIPT`, ...): 500.
+    /// Any other error reply (`NOPERM`, `NOSCRIPT`, a failed `AUTH`, ...): 500.
     Refused(String),
     /// A reply this code cannot read: 500.
     BadReply(String),
@@ -189,6 +189,10 @@ pub fn classify_redis_error(err: &redis::RedisError) -> RedisFailure {
             _ => RedisFailure::Refused(text),
         },
         ErrorKind::Parse | ErrorKind::UnexpectedReturnType => RedisFailure::BadReply(text),
+        // Reached, but it will not let us in: a configuration problem.
+        ErrorKind::AuthenticationFailed | ErrorKind::InvalidClientConfig => {
+            RedisFailure::Refused(text)
+        }
         _ => RedisFailure::Unreachable(text),
     }
 }
