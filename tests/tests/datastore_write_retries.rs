@@ -233,6 +233,55 @@ async fn a_key_still_executing_on_another_replica_is_409() {
     assert_eq!(cluster.stored_position(), Some(2), "written once");
 }
 
+#[tokio::test]
+async fn a_finalize_accepted_between_validation_and_commit_stops_the_write() {
+    let (cluster, proxy) = cluster_with_proxied_api().await;
+    let (release, held) = tokio::sync::oneshot::channel::<()>();
+    proxy.trap(commit_sha(), move || async move {
+        let _ = held.await;
+    });
+    let body = create_body("motion/2", "A");
+    let proxied = cluster.client_for(1);
+    let in_flight = {
+        let body = body.clone();
+        tokio::spawn(async move { proxied.write_with_key(&body, "finalizing").await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proxy.trap_fired() {
+        assert!(
+            Instant::now() < deadline,
+            "the commit never reached the proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Validated with no current job; before the commit runs, a finalize
+    // job becomes current (as job_enqueue.lua would make it).
+    let keys = cluster.keys();
+    let mut conn = cluster.redis_connection();
+    let _: () = conn
+        .hset_multiple(
+            keys.job("j-final"),
+            &[("cmd", "finalize"), ("state", "running")],
+        )
+        .unwrap();
+    let _: () = conn.set(keys.current_job(), "j-final").unwrap();
+    release.send(()).expect("the trap waits");
+    let (status, answer) = in_flight.await.unwrap();
+    let message = assert_error(status, &answer, 503);
+    assert!(message.contains("being finalized"), "{message}");
+    assert_eq!(cluster.stored_position(), Some(1), "nothing was written");
+    // The key was given back: once the finalize has finished, the retry runs.
+    let _: () = conn.hset(keys.job("j-final"), "state", "finished").unwrap();
+    let (status, answer) = cluster
+        .client_for(0)
+        .write_with_key(&body, "finalizing")
+        .await;
+    assert_eq!(
+        (status, answer),
+        (200, json!({"success": true, "positions": [2]}))
+    );
+}
+
 // ----- 503 / 504 on a hung Redis (SPEC 4.3, 5.1) -----
 
 #[tokio::test]
