@@ -107,6 +107,12 @@ async fn a_retry_after_success_gets_the_same_answer_and_writes_nothing() {
     }
     assert_eq!(cluster.snapshot(), after_first, "the retries wrote nothing");
     assert_eq!(cluster.stored_position(), Some(3));
+    // Kept for at least 24 hours (SPEC 5.1).
+    let kept_ms: i64 = cluster
+        .redis_connection()
+        .pttl(cluster.keys().idempotency("retry-1"))
+        .unwrap();
+    assert!(kept_ms > 24 * 3600 * 1000 - 60_000, "kept for {kept_ms} ms");
     // The same body with another key is a new write.
     let (status, other) = api.write_with_key(&body, "retry-2").await;
     let message = assert_error(status, &other, 400);
@@ -224,6 +230,15 @@ async fn a_key_still_executing_on_another_replica_is_409() {
     let (status, answer) = direct.write_with_key(&body, "busy").await;
     let message = assert_error(status, &answer, 409);
     assert!(message.contains("still being executed"), "{message}");
+    // A claim lives briefly, so a dead replica blocks its key only shortly.
+    let claim_ms: i64 = cluster
+        .redis_connection()
+        .pttl(cluster.keys().idempotency("busy"))
+        .unwrap();
+    assert!(
+        (1..=CLAIM_TTL.as_millis() as i64).contains(&claim_ms),
+        "claim lives {claim_ms} ms"
+    );
     assert_eq!(cluster.stored_position(), Some(1), "nothing written yet");
     release.send(()).expect("the trap waits");
     let (status, first) = in_flight.await.unwrap();
