@@ -1,20 +1,23 @@
-//! The datastore over Redis: the write path and the readers (SPEC 5.1).
+//! The write path of the datastore (SPEC 5.1).
 //!
 //! Writes are optimistic, per model: read the migration index, the current
-//! job and the touched models (one pipelined round trip), apply the whole
-//! body in memory with [`apply_event`] (so a body is validated against the
-//! current models *and* its own earlier requests), then commit with one Lua
-//! script (`lua/datastore_commit.lua`) that re-checks exactly what the
-//! validation depended on (each touched model, by the SHA-1 of its stored
-//! JSON; the MI; the current job) and numbers the positions itself. Writers
-//! that touch different models therefore never conflict: a 5,000-position
-//! bulk body is not starved by a stream of small writes, which a single
-//! version counter (`ds:position`) used to cause. Only writers racing on
-//! the same models retry, within the deadline; a writer that lost
-//! [`CONFLICTS_BEFORE_TOKEN`] races takes the short exclusive writer token
-//! (`ds:writer_token`, a `SET NX` with the rest of its deadline as TTL):
-//! while it is held every other commit answers `locked` and waits, so even
-//! a bulk body that shares a model with a stream of small writes commits.
+//! job and the touched models (one pipelined round trip), validate the whole
+//! body in memory ([`super::plan`]), then commit with one Lua script
+//! (`lua/datastore_commit.lua`) that re-checks exactly what the validation
+//! depended on (each touched model, by the SHA-1 of its stored JSON; the MI;
+//! the current job) and numbers the positions itself. Writers that touch
+//! different models therefore never conflict, which a single version
+//! counter (`ds:position`) used to make every pair of writers do. Writers
+//! racing for the same models retry within the deadline.
+//!
+//! That alone still lets a stream of small writes to one model starve a
+//! bulk body that touches it too (each validation of the bulk body takes
+//! long, and each small commit outdates it), so a bulk body (at least
+//! [`BULK_EVENTS`] events) first takes the short exclusive writer token
+//! (`ds:writer_token`, a `SET NX` with the rest of its deadline as TTL; it
+//! waits while another bulk body holds it). While the token is held every
+//! other commit answers `locked` and waits a moment: the bulk body commits
+//! in one attempt, and small writes pause for one bulk validation.
 //!
 //! Why not validate in Lua: Redis's cjson decodes integers into doubles and
 //! prints them with 14 digits, which would silently change field values.
@@ -32,20 +35,21 @@
 //! (two more with an `Idempotency-Key`), so bulk imports are bound by
 //! serialisation, not by round trips.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::redis_client::RedisConnection;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::time::Instant;
 
 use super::event::Event;
-use super::fqid::{is_valid_collection, Fqid};
+use super::fqid::Fqid;
 use super::idempotency::{
     body_fingerprint, Claim, IdempotencyKey, WriteAnswer, ANSWER_TTL, CLAIM_TTL,
 };
-use super::model::{apply_event, Model, Models};
+use super::model::Model;
+use super::plan::{plan_commit, CommitPlan, Snapshot};
 use super::request::{parse_write_body, WriteRequest};
 use crate::keys::Keys;
 use crate::scripts::{
@@ -154,53 +158,10 @@ impl From<redis::ParsingError> for WriteError {
 /// Handle on the datastore of one key prefix.
 #[derive(Clone)]
 pub struct Datastore {
-    conn: RedisConnection,
-    keys: Keys,
+    pub(super) conn: RedisConnection,
+    pub(super) keys: Keys,
     default_migration_index: u64,
     write_deadline: Duration,
-}
-
-/// What a write body was validated against.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Snapshot {
-    /// Last committed position (0: empty).
-    pub last_position: u64,
-    /// The live MI, if the datastore has one.
-    pub migration_index: Option<u64>,
-    /// The id in `job:current`, if any.
-    pub current_job: Option<String>,
-    /// The touched models that exist (live or deleted).
-    pub models: Models,
-    /// SHA-1 hex of the stored JSON of each model in `models`: the version
-    /// the commit script compares.
-    pub versions: HashMap<Fqid, String>,
-}
-
-/// A validated write body, ready for the commit script.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CommitPlan {
-    /// The MI of the new positions.
-    pub migration_index: u64,
-    /// Per new position: metadata JSON and events JSON.
-    pub positions: Vec<(String, String)>,
-    /// Number of events added.
-    pub event_count: usize,
-    /// Changed models, in fqid order.
-    pub models: Vec<ModelWrite>,
-}
-
-/// One model the commit writes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelWrite {
-    /// The model.
-    pub fqid: Fqid,
-    /// The version it was validated against (`None`: it did not exist).
-    pub expected_version: Option<String>,
-    /// Which of the body's new positions (1-based) changed it last: the
-    /// script turns this into `meta_position`.
-    pub relative_position: u64,
-    /// Its stored JSON without `meta_position`.
-    pub json: String,
 }
 
 /// The time budget of one write.
@@ -681,43 +642,6 @@ impl Datastore {
             }
         }
     }
-
-    /// The live model `fqid`; `None` if it never existed or is deleted.
-    pub async fn get(&self, fqid: &Fqid) -> Result<Option<Model>, DatastoreError> {
-        let mut conn = self.conn.clone();
-        let text: Option<String> = redis::cmd("HGET")
-            .arg(self.keys.models(fqid.collection()))
-            .arg(fqid.id())
-            .query_async(&mut conn)
-            .await?;
-        match text {
-            None => Ok(None),
-            Some(text) => {
-                let model = Model::from_stored_json(&text).map_err(DatastoreError::Corrupt)?;
-                Ok((!model.deleted).then_some(model))
-            }
-        }
-    }
-
-    /// The live models of `collection`, by id.
-    pub async fn get_all(&self, collection: &str) -> Result<BTreeMap<u64, Model>, DatastoreError> {
-        if !is_valid_collection(collection) {
-            return Ok(BTreeMap::new());
-        }
-        let mut conn = self.conn.clone();
-        let all: HashMap<u64, String> = redis::cmd("HGETALL")
-            .arg(self.keys.models(collection))
-            .query_async(&mut conn)
-            .await?;
-        let mut models = BTreeMap::new();
-        for (id, text) in all {
-            let model = Model::from_stored_json(&text).map_err(DatastoreError::Corrupt)?;
-            if !model.deleted {
-                models.insert(id, model);
-            }
-        }
-        Ok(models)
-    }
 }
 
 enum CommitOutcome {
@@ -779,86 +703,4 @@ fn group_by_collection<'a>(fqids: impl Iterator<Item = &'a Fqid>) -> BTreeMap<&'
             .push(fqid.id());
     }
     by_collection
-}
-
-/// Validates a body against `snapshot` and builds what the commit script
-/// writes. Pure: the rules of SPEC 5.1 are tested here without Redis. The
-/// models' positions in the plan are relative (1: the body's first new
-/// position).
-pub fn plan_commit(
-    requests: &[WriteRequest],
-    stored: &[Vec<Event>],
-    snapshot: Snapshot,
-    default_migration_index: u64,
-    timestamp_ms: u64,
-) -> Result<CommitPlan, WriteError> {
-    let mut models = snapshot.models;
-    let versions = snapshot.versions;
-    let mut changed: BTreeSet<Fqid> = BTreeSet::new();
-    let mut current_mi = snapshot
-        .migration_index
-        .filter(|_| snapshot.last_position > 0);
-    let mut positions = Vec::with_capacity(requests.len());
-    let mut event_count = 0;
-    for (index, (request, events)) in requests.iter().zip(stored).enumerate() {
-        // Relative: the commit script numbers the positions.
-        let position = index as u64 + 1;
-        let mi = match (current_mi, request.migration_index) {
-            (None, given) => given.unwrap_or(default_migration_index),
-            (Some(current), Some(given)) if given != current => {
-                return Err(WriteError::Invalid(format!(
-                    "request {index}: migration_index {given} does not match the datastore's current migration index {current}"
-                )));
-            }
-            (Some(current), _) => current,
-        };
-        if mi == 0 {
-            return Err(WriteError::Invalid(format!(
-                "request {index}: migration_index must be at least 1"
-            )));
-        }
-        current_mi = Some(mi);
-        for event in events {
-            apply_event(&mut models, event, position).map_err(|reason| {
-                WriteError::Invalid(format!(
-                    "request {index}: {}: {}: {reason}",
-                    event.fqid(),
-                    event.type_name()
-                ))
-            })?;
-            changed.insert(event.fqid().clone());
-        }
-        event_count += events.len();
-        let metadata = json!({
-            "timestamp": timestamp_ms,
-            "user_id": request.user_id,
-            "information": request.information,
-        });
-        let events_json = serde_json::to_string(events)
-            .map_err(|err| WriteError::Invalid(format!("request {index}: {err}")))?;
-        positions.push((metadata.to_string(), events_json));
-    }
-    let models = changed
-        .into_iter()
-        .map(|fqid| {
-            let model = &models[&fqid];
-            ModelWrite {
-                expected_version: versions.get(&fqid).cloned(),
-                relative_position: model.position,
-                json: model.to_stored_json_without_position(),
-                fqid,
-            }
-        })
-        .collect();
-    Ok(CommitPlan {
-        migration_index: current_mi.unwrap_or(default_migration_index),
-        positions,
-        event_count,
-        models,
-    })
-}
-
-/// The JSON value a reader returns for a model.
-pub fn reader_json(model: &Model) -> Value {
-    model.reader_view()
 }
