@@ -46,6 +46,12 @@ use crate::state::AppState;
 /// machine.
 pub const REQUEST_BUDGET: Duration = Duration::from_millis(4000);
 
+/// The writes' budget: longer than the write path's own deadline
+/// (`migration_shared::datastore::WRITE_DEADLINE`), so that the write path
+/// answers first and can say `503` when the commit was certainly not sent;
+/// this layer's `504` is the last resort. Still under 5 s.
+pub const WRITE_BUDGET: Duration = Duration::from_millis(4600);
+
 /// Longest time `migrate`/`finalize`/`reset` wait for their job
 /// (`MIGRATION_WAIT_MS` is capped to this), so that enqueueing, waiting and
 /// reading the answer fit in [`REQUEST_BUDGET`].
@@ -76,6 +82,14 @@ impl RouteClass {
         }
     }
 
+    /// How long a request of this class may take.
+    pub fn budget(self) -> Duration {
+        match self {
+            RouteClass::Writes => WRITE_BUDGET,
+            _ => REQUEST_BUDGET,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             RouteClass::Health => "health checks",
@@ -87,7 +101,7 @@ impl RouteClass {
 
     /// The answer when a request ran out of its budget.
     fn timed_out(self) -> Response {
-        let seconds = REQUEST_BUDGET.as_secs_f64();
+        let seconds = self.budget().as_secs_f64();
         match self {
             RouteClass::Health => health_failure(format!("no answer within {seconds} s")),
             RouteClass::Reads => ApiError::RedisUnavailable(format!(
@@ -131,7 +145,7 @@ impl RouteClass {
                 }))
                 .load_shed()
                 .layer(GlobalConcurrencyLimitLayer::new(self.max_in_flight()))
-                .timeout(REQUEST_BUDGET),
+                .timeout(self.budget()),
         )
     }
 
