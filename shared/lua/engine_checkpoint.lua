@@ -29,6 +29,8 @@
 -- ARGV[10] n, then n triples: position, migrated MI, JSON events
 -- then g, then g groups: index of the keyframe hash in KEYS, index of its
 --          collections set in KEYS, collection name, c, then c pairs id, JSON model
+-- then the index in KEYS of the metrics hash (the last key), credited with
+--          this batch's positions and live events (shared/src/metrics.rs)
 --
 -- Guarantees: nothing is written unless the lock's fencing_token is the
 -- caller's (error FENCED) and, when continuing, the migration area is the one
@@ -36,6 +38,9 @@
 -- events, MIs, counts, changed keyframe models and the cursor change together,
 -- so a crash leaves the area exactly at one checkpoint. mig:mi_counts counts
 -- each position once (only newly added position fields are counted).
+-- The metrics counters `positions_migrated`/`events_migrated` change in the
+-- same step, and count a position redone after a resume only once (the
+-- rolled-back positions become a debt in mig:state that the redo pays off).
 if redis.call('HGET', KEYS[1], 'fencing_token') ~= ARGV[1] then
   return redis.error_reply('FENCED fencing token ' .. ARGV[1] .. ' no longer holds the lock')
 end
@@ -70,6 +75,12 @@ else
       redis.call('HDEL', KEYS[4], position)
     end
     local k = redis.call('HMGET', state, 'keyframe_source_events', 'keyframe_migrated_events')
+    -- >>> metrics: the positions rolled back were credited already; their
+    -- redo pays this debt off instead of counting them twice
+    local credited = redis.call('HGET', state, 'source_events') or '0'
+    redis.call('HINCRBY', state, 'metrics_positions_debt', tonumber(s[4] or ARGV[3]) - tonumber(ARGV[3]))
+    redis.call('HINCRBY', state, 'metrics_events_debt', tonumber(credited) - tonumber(k[1] or '0'))
+    -- <<< metrics
     redis.call('HSET', state, 'cursor', ARGV[3], 'source_events', k[1] or '0',
       'migrated_events', k[2] or '0')
   end
@@ -128,4 +139,19 @@ if ARGV[7] ~= '' then
   redis.call('HSET', state, 'keyframe_cursor', ARGV[4], 'min_mi', ARGV[7],
     'keyframe_source_events', source, 'keyframe_migrated_events', migrated)
 end
+
+-- >>> metrics: credit this batch's positions and live events (less what a
+-- resume left as a debt)
+local metrics = KEYS[tonumber(ARGV[i])]
+local function credit(debt_field, amount)
+  local debt = tonumber(redis.call('HGET', state, debt_field) or '0')
+  local paid = math.min(debt, amount)
+  if paid > 0 then
+    redis.call('HINCRBY', state, debt_field, -paid)
+  end
+  return amount - paid
+end
+redis.call('HINCRBY', metrics, 'positions_migrated', credit('metrics_positions_debt', n))
+redis.call('HINCRBY', metrics, 'events_migrated', credit('metrics_events_debt', tonumber(ARGV[8])))
+-- <<< metrics
 return 'OK'

@@ -4,11 +4,13 @@
 -- KEYS[1] job:current            (string)
 -- KEYS[2] lock                   (hash job_id, worker_id, fencing_token; PEXPIRE = lease)
 -- KEYS[3] lock:fencing_counter   (string counter)
+-- KEYS[4] metrics                (hash; shared/src/metrics.rs)
 -- ARGV[1] the key base `{PREFIX}:` (job keys as in shared/src/keys.rs)
 -- ARGV[2] worker id
 -- ARGV[3] the worker's registry fingerprint
 -- ARGV[4] lease in ms (WORKER_LOCK_TTL_MS)
 -- ARGV[5] how many takeovers a job may have before it is abandoned
+-- ARGV[6] the job duration histogram's bucket bounds in seconds, space-separated
 --
 -- Returns one of
 --   {'idle'}                       no current job, or it has finished
@@ -21,7 +23,31 @@
 -- expired lease (takeover, counted in `attempts`, said in the output); every
 -- claim increments the fencing counter, so every earlier holder is fenced out;
 -- a job is never run by a worker whose registry differs from the api's that
--- accepted it.
+-- accepted it. A refused job counts as an `exception`, an abandoned one as
+-- `abandoned`, and every takeover in `takeovers`, in `metrics`, in the same
+-- step.
+
+-- >>> metrics (shared/src/metrics.rs): count the job's outcome and observe
+-- its duration (since its first claim, else since it was accepted) in the
+-- histogram bucket of the first bound (seconds, ARGV) it does not exceed
+local function count_outcome(metrics, job, result, now, bounds)
+  local cmd = redis.call('HGET', job, 'cmd') or 'unknown'
+  local since = redis.call('HGET', job, 'started_at') or redis.call('HGET', job, 'created_at') or now
+  local ms = math.max(0, tonumber(now) - tonumber(since))
+  local bucket = '+Inf'
+  for bound in string.gmatch(bounds, '%S+') do
+    if ms <= tonumber(bound) * 1000 then
+      bucket = bound
+      break
+    end
+  end
+  local duration = 'duration:' .. cmd .. ':'
+  redis.call('HINCRBY', metrics, 'jobs:' .. cmd .. ':' .. result, 1)
+  redis.call('HINCRBY', metrics, duration .. 'le:' .. bucket, 1)
+  redis.call('HINCRBY', metrics, duration .. 'count', 1)
+  redis.call('HINCRBY', metrics, duration .. 'sum_ms', ms)
+end
+-- <<< metrics
 
 local id = redis.call('GET', KEYS[1])
 if not id then return {'idle'} end
@@ -61,6 +87,7 @@ if job_fingerprint ~= ARGV[3] then
     '; deploy the same MIGRATIONS_FILE to the api and the workers'
   append('Worker ' .. worker .. ' refuses job ' .. id .. ': ' .. message)
   finish(message)
+  count_outcome(KEYS[4], job, 'exception', now, ARGV[6]) -- metrics
   return {'refused', id, job_fingerprint}
 end
 
@@ -73,10 +100,12 @@ if state == 'running' then
       previous .. ') expired again after ' .. attempts .. ' takeovers'
     append(message)
     finish(message)
+    count_outcome(KEYS[4], job, 'abandoned', now, ARGV[6]) -- metrics
     return {'abandoned', id}
   end
   attempts = attempts + 1
   redis.call('HSET', job, 'attempts', attempts)
+  redis.call('HINCRBY', KEYS[4], 'takeovers', 1) -- metrics
   append('Worker ' .. worker .. ' took the job over from worker ' .. previous ..
     ' (its lease expired; takeover ' .. attempts .. ' of ' .. max_takeovers .. ')')
 elseif previous ~= '' then

@@ -16,7 +16,7 @@ use redis::RedisResult;
 
 use super::{unexpected_reply, JobCommand, MAX_TAKEOVERS};
 use crate::keys::Keys;
-use crate::scripts;
+use crate::{metrics, scripts};
 
 /// A job this worker now holds the lock for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,11 +87,13 @@ pub async fn claim<C: ConnectionLike>(
         .key(keys.current_job())
         .key(keys.lock())
         .key(keys.fencing_counter())
+        .key(keys.metrics())
         .arg(keys.base())
         .arg(worker_id)
         .arg(fingerprint)
         .arg(lease.as_millis() as u64)
         .arg(MAX_TAKEOVERS)
+        .arg(metrics::duration_bounds_arg())
         .invoke_async(conn)
         .await?;
     let parsed = match reply.as_slice() {
@@ -171,8 +173,10 @@ pub async fn finish<C: ConnectionLike>(
         .key(keys.lock())
         .key(keys.job(job_id))
         .key(keys.job_output(job_id))
+        .key(keys.metrics())
         .arg(fencing_token)
         .arg(exception.unwrap_or(""))
+        .arg(metrics::duration_bounds_arg())
         .invoke_async(conn)
         .await?;
     if done == 1 {

@@ -343,6 +343,10 @@ impl Store {
                 invocation.arg(id).arg(json);
             }
         }
+        // Metrics: the cluster-wide counters this batch credits, after the
+        // keyframe keys (its index is the last argument).
+        extra_keys.push(keys.metrics());
+        invocation.arg(6 + extra_keys.len());
         for key in extra_keys {
             invocation.key(key);
         }
