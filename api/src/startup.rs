@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::require_internal_auth;
-use crate::routes::{health, migrations, reader, writer, MAX_BODY_BYTES};
+use crate::routes::{health, metrics, migrations, openapi, reader, writer, MAX_BODY_BYTES};
 use crate::state::AppState;
 
 /// Builds the registry from `MIGRATIONS_FILE` (or the compiled-in one).
@@ -28,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .route("/internal/datastore/reader/get_all", post(reader::get_all))
         .route("/internal/migrations", post(migrations::migrations))
         .route("/internal/migrations/", post(migrations::migrations))
+        .route("/internal/openapi.json", get(openapi::openapi))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_internal_auth,
@@ -35,7 +36,13 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::health))
         .route("/system/action/health", get(health::health))
+        .route("/metrics", get(metrics::metrics))
         .merge(internal)
+        // Counts every request (unmatched ones too) under its route template.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track_requests,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

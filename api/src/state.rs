@@ -8,6 +8,8 @@ use migration_shared::keys::Keys;
 use migration_shared::migrations::Registry;
 use migration_shared::redis_client::RedisConnection;
 
+use crate::metrics::HttpMetrics;
+
 /// Shared by all handlers.
 #[derive(Clone)]
 pub struct AppState {
@@ -21,6 +23,8 @@ pub struct AppState {
     pub redis: RedisConnection,
     /// The datastore over that connection.
     pub datastore: Datastore,
+    /// This replica's HTTP figures for `/metrics`.
+    pub http_metrics: HttpMetrics,
 }
 
 impl AppState {
@@ -40,6 +44,7 @@ impl AppState {
             keys,
             redis,
             datastore,
+            http_metrics: HttpMetrics::default(),
         })
     }
 
