@@ -158,7 +158,122 @@ pub async fn read<C: ConnectionLike + Send>(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::jobs::lock::finish;
+    use crate::jobs::{claim, enqueue, ClaimOutcome, ClaimedJob, EnqueueOutcome, MAX_TAKEOVERS};
+    use crate::redis_client::RedisConnection;
+    use crate::test_support::RedisServer;
+
+    async fn setup() -> (RedisServer, RedisConnection, Keys) {
+        let server = RedisServer::start();
+        let conn = server.connection_manager().await;
+        (server, conn, Keys::new("t"))
+    }
+
+    /// Accepts `command`, reads the result (so the next is accepted) and
+    /// has `worker` claim it with `lease`.
+    async fn running(
+        conn: &mut RedisConnection,
+        keys: &Keys,
+        command: JobCommand,
+        fingerprint: &str,
+        lease: Duration,
+    ) -> ClaimOutcome {
+        if let Some(job) = crate::jobs::current_job(conn, keys).await.unwrap() {
+            crate::jobs::mark_result_read(conn, keys, &job.id)
+                .await
+                .unwrap();
+        }
+        match enqueue(conn, keys, command, false, "fp").await.unwrap() {
+            EnqueueOutcome::Accepted { .. } => {}
+            other => panic!("expected accepted, got {other:?}"),
+        }
+        claim(conn, keys, "w1", fingerprint, lease).await.unwrap()
+    }
+
+    fn claimed(outcome: ClaimOutcome) -> ClaimedJob {
+        match outcome {
+            ClaimOutcome::Claimed(job) => job,
+            other => panic!("expected claimed, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn finishing_counts_the_result_and_the_duration_once() {
+        let (_server, mut conn, keys) = setup().await;
+        let lease = Duration::from_secs(10);
+        let job = claimed(running(&mut conn, &keys, JobCommand::Migrate, "fp", lease).await);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        finish(&mut conn, &keys, &job.job_id, job.fencing_token, None)
+            .await
+            .unwrap();
+        // a second finish is fenced: counted nothing
+        assert!(
+            finish(&mut conn, &keys, &job.job_id, job.fencing_token, None)
+                .await
+                .is_err()
+        );
+        let job = claimed(running(&mut conn, &keys, JobCommand::Reset, "fp", lease).await);
+        finish(
+            &mut conn,
+            &keys,
+            &job.job_id,
+            job.fencing_token,
+            Some("boom"),
+        )
+        .await
+        .unwrap();
+
+        let metrics = read(&mut conn, &keys).await.unwrap();
+        assert_eq!(metrics.jobs[&("migrate", "ok")], 1);
+        assert_eq!(metrics.jobs[&("reset", "exception")], 1);
+        assert_eq!(metrics.jobs.values().sum::<u64>(), 2);
+        let migrate = &metrics.durations["migrate"];
+        assert_eq!(migrate.count, 1);
+        assert!(migrate.sum_seconds >= 0.15, "{migrate:?}");
+        // at least 150 ms: not in the 0.1 s bucket, in exactly one bucket
+        assert_eq!(migrate.buckets[0], (0.1, 0));
+        assert_eq!(migrate.buckets.iter().map(|(_, n)| n).sum::<u64>(), 1);
+        assert_eq!(metrics.durations["reset"].count, 1);
+        assert_eq!(metrics.durations["finalize"].count, 0);
+        assert_eq!(metrics.fencing_token, 2);
+        assert!(!metrics.job_running);
+    }
+
+    #[tokio::test]
+    async fn takeovers_refusals_and_abandoned_jobs_are_counted_by_the_claim() {
+        let (_server, mut conn, keys) = setup().await;
+        let short = Duration::from_millis(60);
+        claimed(running(&mut conn, &keys, JobCommand::Finalize, "fp", short).await);
+        for _ in 1..=MAX_TAKEOVERS {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            claimed(claim(&mut conn, &keys, "w2", "fp", short).await.unwrap());
+            let metrics = read(&mut conn, &keys).await.unwrap();
+            assert!(metrics.job_running);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(matches!(
+            claim(&mut conn, &keys, "w3", "fp", short).await.unwrap(),
+            ClaimOutcome::Abandoned { .. }
+        ));
+        assert!(matches!(
+            running(&mut conn, &keys, JobCommand::Migrate, "other-fp", short).await,
+            ClaimOutcome::Refused { .. }
+        ));
+
+        let metrics = read(&mut conn, &keys).await.unwrap();
+        assert_eq!(metrics.takeovers, u64::from(MAX_TAKEOVERS));
+        assert_eq!(metrics.jobs[&("finalize", "abandoned")], 1);
+        assert_eq!(metrics.jobs[&("migrate", "exception")], 1);
+        assert_eq!(metrics.jobs.values().sum::<u64>(), 2);
+        assert_eq!(metrics.durations["finalize"].count, 1);
+        assert_eq!(metrics.durations["migrate"].count, 1);
+        assert!(!metrics.job_running);
+        // the claims so far: one, then three takeovers
+        assert_eq!(metrics.fencing_token, 1 + u64::from(MAX_TAKEOVERS));
+    }
 
     #[test]
     fn bounds_are_ascending_and_formatted_as_the_field_names() {
