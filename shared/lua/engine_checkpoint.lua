@@ -30,7 +30,9 @@
 -- then g, then g groups: index of the keyframe hash in KEYS, index of its
 --          collections set in KEYS, collection name, c, then c pairs id, JSON model
 -- then the index in KEYS of the metrics hash (the last key), credited with
---          this batch's positions and live events (shared/src/metrics.rs)
+--          this batch's positions and live events (shared/src/metrics.rs);
+--          optional (absent: nothing is counted), so that no caller can make
+--          the script fail after its writes
 --
 -- Guarantees: nothing is written unless the lock's fencing_token is the
 -- caller's (error FENCED) and, when continuing, the migration area is the one
@@ -78,8 +80,14 @@ else
     -- >>> metrics: the positions rolled back were credited already; their
     -- redo pays this debt off instead of counting them twice
     local credited = redis.call('HGET', state, 'source_events') or '0'
-    redis.call('HINCRBY', state, 'metrics_positions_debt', tonumber(s[4] or ARGV[3]) - tonumber(ARGV[3]))
-    redis.call('HINCRBY', state, 'metrics_events_debt', tonumber(credited) - tonumber(k[1] or '0'))
+    local rolled_positions = tonumber(s[4] or ARGV[3]) - tonumber(ARGV[3])
+    local rolled_events = tonumber(credited) - tonumber(k[1] or '0')
+    if rolled_positions > 0 then
+      redis.call('HINCRBY', state, 'metrics_positions_debt', rolled_positions)
+    end
+    if rolled_events > 0 then
+      redis.call('HINCRBY', state, 'metrics_events_debt', rolled_events)
+    end
     -- <<< metrics
     redis.call('HSET', state, 'cursor', ARGV[3], 'source_events', k[1] or '0',
       'migrated_events', k[2] or '0')
@@ -142,16 +150,24 @@ end
 
 -- >>> metrics: credit this batch's positions and live events (less what a
 -- resume left as a debt)
-local metrics = KEYS[tonumber(ARGV[i])]
+local metrics = ARGV[i] and KEYS[tonumber(ARGV[i])]
 local function credit(debt_field, amount)
   local debt = tonumber(redis.call('HGET', state, debt_field) or '0')
+  if debt <= 0 then
+    return amount
+  end
   local paid = math.min(debt, amount)
-  if paid > 0 then
+  if paid == debt then
+    -- paid off: mig:state is again what an undisturbed run leaves
+    redis.call('HDEL', state, debt_field)
+  else
     redis.call('HINCRBY', state, debt_field, -paid)
   end
   return amount - paid
 end
-redis.call('HINCRBY', metrics, 'positions_migrated', credit('metrics_positions_debt', n))
-redis.call('HINCRBY', metrics, 'events_migrated', credit('metrics_events_debt', tonumber(ARGV[8])))
+if metrics then
+  redis.call('HINCRBY', metrics, 'positions_migrated', credit('metrics_positions_debt', n))
+  redis.call('HINCRBY', metrics, 'events_migrated', credit('metrics_events_debt', tonumber(ARGV[8])))
+end
 -- <<< metrics
 return 'OK'

@@ -31,6 +31,9 @@
 -- its duration (since its first claim, else since it was accepted) in the
 -- histogram bucket of the first bound (seconds, ARGV) it does not exceed
 local function count_outcome(metrics, job, result, now, bounds)
+  if not metrics then
+    return -- no metrics key given: count nothing rather than fail mid-script
+  end
   local cmd = redis.call('HGET', job, 'cmd') or 'unknown'
   local since = redis.call('HGET', job, 'started_at') or redis.call('HGET', job, 'created_at') or now
   local ms = math.max(0, tonumber(now) - tonumber(since))
@@ -105,7 +108,7 @@ if state == 'running' then
   end
   attempts = attempts + 1
   redis.call('HSET', job, 'attempts', attempts)
-  redis.call('HINCRBY', KEYS[4], 'takeovers', 1) -- metrics
+  if KEYS[4] then redis.call('HINCRBY', KEYS[4], 'takeovers', 1) end -- metrics
   append('Worker ' .. worker .. ' took the job over from worker ' .. previous ..
     ' (its lease expired; takeover ' .. attempts .. ' of ' .. max_takeovers .. ')')
 elseif previous ~= '' then
