@@ -18,7 +18,9 @@ use std::sync::LazyLock;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
@@ -152,25 +154,33 @@ enum WriteBody {
     Many(Vec<WriteRequest>),
 }
 
+// The write types mirror `migration_shared::datastore::WriteRequest` and
+// `RequestEvent` (utoipa reads the serde attributes: defaulted fields may be
+// left out). They leave out `deny_unknown_fields` (an unknown field is a
+// documented 400 all the same): with `additionalProperties: false` on every
+// event variant, schemathesis's data generation crashed inside hypothesis
+// (CPython's "AST constructor recursion depth mismatch") in most runs.
+
 /// One write request: one position.
 #[derive(Serialize, Deserialize, ToSchema)]
 struct WriteRequest {
     /// The writing user.
     user_id: i64,
     /// Any JSON, stored with the position.
-    #[schema(value_type = Object)]
-    information: Option<Value>,
+    #[serde(default)]
+    information: Value,
     /// Must equal the current migration index (on an empty datastore: the
     /// first position's, default the target).
-    #[schema(minimum = 1)]
+    #[serde(default)]
     migration_index: Option<u64>,
     /// The events, in order.
+    #[schema(min_items = 1)]
     events: Vec<WriteEvent>,
 }
 
 /// One event of a write request.
 #[derive(Serialize, Deserialize, ToSchema)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "lowercase")]
 enum WriteEvent {
     /// Creates a model; no field may be null.
     Create {
@@ -178,8 +188,8 @@ enum WriteEvent {
         #[schema(pattern = r"^[a-z]([a-z_]*[a-z])?/[1-9][0-9]*$")]
         fqid: String,
         /// field -> value.
-        #[schema(value_type = Object)]
-        fields: Value,
+        #[serde(default)]
+        fields: Map<String, Value>,
     },
     /// Sets fields (null deletes a field) and adds/removes list values.
     Update {
@@ -187,9 +197,10 @@ enum WriteEvent {
         #[schema(pattern = r"^[a-z]([a-z_]*[a-z])?/[1-9][0-9]*$")]
         fqid: String,
         /// field -> value, or null to delete the field.
-        #[schema(value_type = Object)]
-        fields: Option<Value>,
+        #[serde(default)]
+        fields: Map<String, Value>,
         /// List values to add and remove.
+        #[serde(default)]
         list_fields: Option<ListFields>,
     },
     /// Deletes a model (its fields stay, hidden).
@@ -210,11 +221,11 @@ enum WriteEvent {
 #[derive(Serialize, Deserialize, ToSchema)]
 struct ListFields {
     /// field -> values to append (those not yet in the list).
-    #[schema(value_type = Object)]
-    add: Option<Value>,
+    #[serde(default)]
+    add: BTreeMap<String, Vec<Value>>,
     /// field -> values to remove.
-    #[schema(value_type = Object)]
-    remove: Option<Value>,
+    #[serde(default)]
+    remove: BTreeMap<String, Vec<Value>>,
 }
 
 /// A committed write.
