@@ -190,7 +190,9 @@ mod tests {
             EnqueueOutcome::Accepted { .. } => {}
             other => panic!("expected accepted, got {other:?}"),
         }
-        claim(conn, keys, "w1", fingerprint, lease).await.unwrap()
+        claim(conn, keys, "w1", fingerprint, lease, None)
+            .await
+            .unwrap()
     }
 
     fn claimed(outcome: ClaimOutcome) -> ClaimedJob {
@@ -216,6 +218,7 @@ mod tests {
                 .is_err()
         );
         let job = claimed(running(&mut conn, &keys, JobCommand::Reset, "fp", lease).await);
+        let last_token = job.fencing_token;
         finish(
             &mut conn,
             &keys,
@@ -238,7 +241,8 @@ mod tests {
         assert_eq!(migrate.buckets.iter().map(|(_, n)| n).sum::<u64>(), 1);
         assert_eq!(metrics.durations["reset"].count, 1);
         assert_eq!(metrics.durations["finalize"].count, 0);
-        assert_eq!(metrics.fencing_token, 2);
+        // the lock is free: the last token handed out
+        assert_eq!(metrics.fencing_token, last_token);
         assert!(!metrics.job_running);
     }
 
@@ -246,16 +250,27 @@ mod tests {
     async fn takeovers_refusals_and_abandoned_jobs_are_counted_by_the_claim() {
         let (_server, mut conn, keys) = setup().await;
         let short = Duration::from_millis(60);
-        claimed(running(&mut conn, &keys, JobCommand::Finalize, "fp", short).await);
+        let mut holder =
+            claimed(running(&mut conn, &keys, JobCommand::Finalize, "fp", short).await);
         for _ in 1..=MAX_TAKEOVERS {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            claimed(claim(&mut conn, &keys, "w2", "fp", short).await.unwrap());
+            let next = claimed(
+                claim(&mut conn, &keys, "w2", "fp", short, None)
+                    .await
+                    .unwrap(),
+            );
             let metrics = read(&mut conn, &keys).await.unwrap();
             assert!(metrics.job_running);
+            // the holder's token, above the one before
+            assert_eq!(metrics.fencing_token, next.fencing_token);
+            assert!(next.fencing_token > holder.fencing_token);
+            holder = next;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(matches!(
-            claim(&mut conn, &keys, "w3", "fp", short).await.unwrap(),
+            claim(&mut conn, &keys, "w3", "fp", short, None)
+                .await
+                .unwrap(),
             ClaimOutcome::Abandoned { .. }
         ));
         assert!(matches!(
@@ -271,8 +286,8 @@ mod tests {
         assert_eq!(metrics.durations["finalize"].count, 1);
         assert_eq!(metrics.durations["migrate"].count, 1);
         assert!(!metrics.job_running);
-        // the claims so far: one, then three takeovers
-        assert_eq!(metrics.fencing_token, 1 + u64::from(MAX_TAKEOVERS));
+        // no claim since the last takeover's
+        assert_eq!(metrics.fencing_token, holder.fencing_token);
     }
 
     #[test]

@@ -115,6 +115,24 @@ impl ApiClient {
         self.post_raw(path, padded_json_body(len)).await
     }
 
+    /// `POST path` with `body` as JSON and one extra header.
+    pub async fn post_json_with_header(
+        &self,
+        path: &str,
+        body: &Value,
+        name: &str,
+        value: &str,
+    ) -> (u16, Value) {
+        self.send(
+            self.http
+                .post(self.url(path))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(name, value)
+                .body(body.to_string()),
+        )
+        .await
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.base_url, path)
     }
@@ -148,12 +166,41 @@ impl ApiClient {
         self.get("/system/action/health").await
     }
 
+    /// Polls `GET /health` until it answers `200`; panics after `timeout`
+    /// (for a Redis that comes back).
+    pub async fn wait_until_healthy(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, body) = self.health().await;
+            if status == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "health never answered 200 within {timeout:?}; last: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     // ----- datastore (SPEC section 5.1) -----
 
     /// `POST /internal/datastore/writer/write` with one request or an array.
     pub async fn write(&self, body: Value) -> (u16, Value) {
         self.post_json("/internal/datastore/writer/write", &body)
             .await
+    }
+
+    /// `POST /internal/datastore/writer/write` with `Idempotency-Key: key`
+    /// (SPEC 5.1).
+    pub async fn write_with_key(&self, body: &Value, key: &str) -> (u16, Value) {
+        self.post_json_with_header(
+            "/internal/datastore/writer/write",
+            body,
+            "Idempotency-Key",
+            key,
+        )
+        .await
     }
 
     /// Writes `events` as one request (user 1, no `migration_index`) and
