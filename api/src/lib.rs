@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod metrics;
 pub mod output_cache;
 pub mod retry;
 pub mod route_class;

@@ -13,7 +13,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::require_internal_auth;
 use crate::route_class::RouteClass;
-use crate::routes::{health, migrations, reader, writer, MAX_BODY_BYTES};
+use crate::routes::{health, metrics, migrations, openapi, reader, writer, MAX_BODY_BYTES};
 use crate::state::AppState;
 
 /// Builds the registry from `MIGRATIONS_FILE` (or the compiled-in one).
@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .merge(RouteClass::Reads.apply(reader_routes()))
         .merge(RouteClass::Migrations.apply(migration_routes()))
         .merge(RouteClass::Writes.apply(writer_routes()))
+        .merge(RouteClass::Reads.apply(document_routes()))
         .merge(long_lived_internal_routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -39,7 +40,13 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .merge(RouteClass::Health.apply(health_routes()))
+        .merge(RouteClass::Reads.apply(metrics_routes()))
         .merge(internal)
+        // Counts every request (unmatched ones too) under its route template.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track_requests,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -70,6 +77,17 @@ fn migration_routes() -> Router<AppState> {
 /// The datastore writer (SPEC 5.1).
 fn writer_routes() -> Router<AppState> {
     Router::new().route("/internal/datastore/writer/write", post(writer::write))
+}
+
+/// The OpenAPI document of every route (SPEC 9); internal auth.
+fn document_routes() -> Router<AppState> {
+    Router::new().route("/internal/openapi.json", get(openapi::openapi))
+}
+
+/// The Prometheus scrape (SPEC 9): no password, a read of Redis bounded
+/// inside the handler, so it always answers with this replica's figures.
+fn metrics_routes() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics::metrics))
 }
 
 /// Internal routes that may stay open for long and so have no budget: the

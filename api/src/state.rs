@@ -11,6 +11,7 @@ use migration_shared::keys::Keys;
 use migration_shared::migrations::Registry;
 use migration_shared::redis_client::RedisConnection;
 
+use crate::metrics::HttpMetrics;
 use crate::output_cache::OutputCache;
 
 /// Shared by all handlers: a cheap handle to [`SharedState`].
@@ -39,6 +40,8 @@ pub struct SharedState {
     /// This replica's copy of the current job's output (`progress` reads
     /// only new entries).
     pub output_cache: OutputCache,
+    /// This replica's HTTP figures for `/metrics`.
+    pub http_metrics: HttpMetrics,
 }
 
 impl AppState {
@@ -59,6 +62,7 @@ impl AppState {
             redis,
             datastore,
             output_cache: OutputCache::default(),
+            http_metrics: HttpMetrics::default(),
         })))
     }
 
