@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::require_internal_auth;
-use crate::routes::{health, migrations, reader, writer, MAX_BODY_BYTES};
+use crate::routes::{health, migrations, reader, stream, writer, MAX_BODY_BYTES};
 use crate::state::AppState;
 
 /// Builds the registry from `MIGRATIONS_FILE` (or the compiled-in one).
@@ -32,10 +32,18 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             require_internal_auth,
         ));
+    // Long-lived: in a group of its own, without a request timeout.
+    let streams = Router::new()
+        .route("/internal/migrations/stream", get(stream::stream))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_internal_auth,
+        ));
     Router::new()
         .route("/health", get(health::health))
         .route("/system/action/health", get(health::health))
         .merge(internal)
+        .merge(streams)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -50,6 +58,13 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let state = AppState::new(config, registry).map_err(std::io::Error::other)?;
     tracing::info!(addr = %listener.local_addr()?, "migration-api listening");
+    // Open output streams end when the drain starts; otherwise the drain
+    // would wait for migrations to finish.
+    let draining = state.shutdown.clone();
+    let shutdown = async move {
+        shutdown.await;
+        draining.cancel();
+    };
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await

@@ -7,6 +7,9 @@ use migration_shared::datastore::Datastore;
 use migration_shared::keys::Keys;
 use migration_shared::migrations::Registry;
 use migration_shared::redis_client::RedisConnection;
+use tokio_util::sync::CancellationToken;
+
+use crate::routes::stream::StreamSlots;
 
 /// Shared by all handlers.
 #[derive(Clone)]
@@ -21,6 +24,11 @@ pub struct AppState {
     pub redis: RedisConnection,
     /// The datastore over that connection.
     pub datastore: Datastore,
+    /// The cap on open output streams.
+    pub stream_slots: StreamSlots,
+    /// Cancelled when the api starts draining: long-lived responses (the
+    /// output stream) end, so the drain does not wait for them.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -35,6 +43,8 @@ impl AppState {
             registry.target_migration_index(),
         );
         Ok(AppState {
+            stream_slots: StreamSlots::new(config.migration_stream_max_clients),
+            shutdown: CancellationToken::new(),
             config: Arc::new(config),
             registry,
             keys,

@@ -88,6 +88,11 @@ script!(
     include_str!("../lua/output_append.lua")
 );
 script!(
+    PROGRESS,
+    "job_progress.lua",
+    include_str!("../lua/job_progress.lua")
+);
+script!(
     FINISH,
     "job_finish.lua",
     include_str!("../lua/job_finish.lua")

@@ -139,6 +139,11 @@ async fn stats(state: &AppState) -> Result<Value, MigrationRouteError> {
 
 /// `progress`: the current job's output so far, or its final result, or the
 /// datastore's state when no command has run since the output was cleared.
+/// The output stream's `result` event is this answer too.
+pub(crate) async fn progress_answer(state: AppState) -> Result<Value, MigrationRouteError> {
+    progress(&state).await
+}
+
 async fn progress(state: &AppState) -> Result<Value, MigrationRouteError> {
     let mut conn = state.redis.clone();
     match jobs::current_job(&mut conn, &state.keys).await? {
@@ -194,13 +199,21 @@ async fn wait_for_job(state: &AppState, job_id: &str, wait: Duration) {
 }
 
 /// SPEC 4.1 for a job: `migration_running` with the output so far, or the
-/// final result (then marked as read).
-async fn answer_for(state: &AppState, job: &JobRecord) -> Result<Value, MigrationRouteError> {
+/// final result (then marked as read). Both carry the job's structured
+/// `progress` once the engine reported some (SPEC 9: the same numbers the
+/// stream and `migrationctl` show).
+pub(crate) async fn answer_for(
+    state: &AppState,
+    job: &JobRecord,
+) -> Result<Value, MigrationRouteError> {
     let mut conn = state.redis.clone();
     let lines = jobs::read_output(&mut conn, &state.keys, &job.id).await?;
     let output = jobs::format_output(&lines);
     let mut answer = Map::new();
     answer.insert("success".into(), Value::Bool(true));
+    if let Some(progress) = &job.progress {
+        answer.insert("progress".into(), json!(progress));
+    }
     if job.state != JobState::Finished {
         answer.insert("status".into(), json!(MigrationState::MigrationRunning));
         answer.insert("output".into(), Value::String(output));

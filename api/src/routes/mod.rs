@@ -5,6 +5,7 @@
 pub mod health;
 pub mod migrations;
 pub mod reader;
+pub mod stream;
 pub mod writer;
 
 use axum::body::Bytes;

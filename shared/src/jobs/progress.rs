@@ -1,0 +1,131 @@
+//! Structured progress of the running job: the `progress_*` fields of the
+//! job hash (SPEC 9: the numbers behind the progress bar).
+//!
+//! The engine reports a [`ProgressUpdate`] whenever a checkpoint lands; the
+//! worker's output sink writes it with `job_progress.lua`, fenced like every
+//! job write, so only the lock holder moves the numbers. Every reader (the
+//! `progress` answer, the output stream, `migrationctl`, the metrics) reads
+//! the same fields through [`JobProgress`]; none computes its own figures.
+//! The rates are computed inside the script by Redis's clock over the
+//! current run (since the last claim), so a takeover restarts the rate but
+//! not the counts, which are absolute (earlier runs included).
+//!
+//! What is not here: the output lines (they are the stream's), and the
+//! durable migration state (`stats` reads it from the migration area).
+
+use std::collections::HashMap;
+
+use redis::aio::ConnectionLike;
+use serde::{Deserialize, Serialize};
+
+use super::lock::LeaseError;
+use crate::keys::Keys;
+use crate::scripts;
+
+/// Field names of the job hash (documented in `docs/redis-keys.md`).
+pub mod fields {
+    /// Positions of the snapshot migrated so far, earlier runs included.
+    pub const POSITIONS_DONE: &str = "progress_positions_done";
+    /// Positions of the snapshot the command migrates.
+    pub const POSITIONS_TOTAL: &str = "progress_positions_total";
+    /// Events of the snapshot migrated so far, earlier runs included.
+    pub const EVENTS_DONE: &str = "progress_events_done";
+    /// Events of the snapshot.
+    pub const EVENTS_TOTAL: &str = "progress_events_total";
+    /// When the current run began counting (ms since the epoch, Redis time).
+    pub const STARTED_AT: &str = "progress_started_at";
+    /// When the numbers were last written (ms since the epoch, Redis time).
+    pub const UPDATED_AT: &str = "progress_updated_at";
+    /// Positions per second over the current run.
+    pub const POSITIONS_PER_SECOND: &str = "progress_positions_per_second";
+    /// Events per second over the current run.
+    pub const EVENTS_PER_SECOND: &str = "progress_events_per_second";
+    /// The fencing token of the run that wrote them (a new run restarts
+    /// `progress_started_at`).
+    pub const FENCING_TOKEN: &str = "progress_fencing_token";
+}
+
+/// What the engine knows when a checkpoint has landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProgressUpdate {
+    /// Positions migrated, earlier runs included.
+    pub positions_done: u64,
+    /// Positions of the snapshot.
+    pub positions_total: u64,
+    /// Events migrated, earlier runs included.
+    pub events_done: u64,
+    /// Events of the snapshot.
+    pub events_total: u64,
+    /// Positions migrated by this run (for the rate).
+    pub run_positions: u64,
+    /// Events migrated by this run (for the rate).
+    pub run_events: u64,
+}
+
+/// The progress a reader sees; serialized as the `progress` object of the
+/// migration route's answers and of the stream's `progress` events.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct JobProgress {
+    /// Positions migrated, earlier runs included.
+    pub positions_done: u64,
+    /// Positions of the snapshot the command migrates.
+    pub positions_total: u64,
+    /// Events migrated, earlier runs included.
+    pub events_done: u64,
+    /// Events of the snapshot.
+    pub events_total: u64,
+    /// When the current run began counting (ms since the epoch).
+    pub started_at: u64,
+    /// When these numbers were written (ms since the epoch).
+    pub updated_at: u64,
+    /// Positions per second over the current run.
+    pub positions_per_second: f64,
+    /// Events per second over the current run.
+    pub events_per_second: f64,
+}
+
+impl JobProgress {
+    /// The progress in a job hash; `None` until the engine first reported
+    /// (a queued job, a `reset`, or a run before its migrate loop).
+    pub fn from_fields(hash: &HashMap<String, String>) -> Option<JobProgress> {
+        let number = |name: &str| hash.get(name)?.parse::<u64>().ok();
+        let rate = |name: &str| hash.get(name)?.parse::<f64>().ok();
+        Some(JobProgress {
+            positions_done: number(fields::POSITIONS_DONE)?,
+            positions_total: number(fields::POSITIONS_TOTAL)?,
+            events_done: number(fields::EVENTS_DONE)?,
+            events_total: number(fields::EVENTS_TOTAL)?,
+            started_at: number(fields::STARTED_AT)?,
+            updated_at: number(fields::UPDATED_AT)?,
+            positions_per_second: rate(fields::POSITIONS_PER_SECOND).unwrap_or(0.0),
+            events_per_second: rate(fields::EVENTS_PER_SECOND).unwrap_or(0.0),
+        })
+    }
+}
+
+/// Writes `update` to job `job_id`'s record, fenced by `fencing_token`.
+pub async fn record_progress<C: ConnectionLike>(
+    conn: &mut C,
+    keys: &Keys,
+    job_id: &str,
+    fencing_token: u64,
+    update: &ProgressUpdate,
+) -> Result<(), LeaseError> {
+    let written: i64 = scripts::PROGRESS
+        .key(keys.lock())
+        .key(keys.job(job_id))
+        .arg(fencing_token)
+        .arg(update.positions_done)
+        .arg(update.positions_total)
+        .arg(update.events_done)
+        .arg(update.events_total)
+        .arg(update.run_positions)
+        .arg(update.run_events)
+        .invoke_async(conn)
+        .await?;
+    if written == 1 {
+        Ok(())
+    } else {
+        Err(LeaseError::Fenced)
+    }
+}
