@@ -129,3 +129,127 @@ pub async fn record_progress<C: ConnectionLike>(
         Err(LeaseError::Fenced)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::jobs::{claim, current_job, enqueue, ClaimOutcome, EnqueueOutcome, JobCommand};
+    use crate::test_support::RedisServer;
+
+    async fn claimed_token(
+        conn: &mut crate::redis_client::RedisConnection,
+        keys: &Keys,
+        worker: &str,
+    ) -> u64 {
+        match claim(conn, keys, worker, "fp", Duration::from_millis(300))
+            .await
+            .unwrap()
+        {
+            ClaimOutcome::Claimed(job) => job.fencing_token,
+            other => panic!("expected a claim, got {other:?}"),
+        }
+    }
+
+    fn update(done: u64, run: u64) -> ProgressUpdate {
+        ProgressUpdate {
+            positions_done: done,
+            positions_total: 100,
+            events_done: done * 3,
+            events_total: 300,
+            run_positions: run,
+            run_events: run * 3,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_holder_records_progress_and_a_new_run_restarts_the_rate_not_the_counts() {
+        let server = RedisServer::start();
+        let mut conn = server.connection_manager().await;
+        let keys = Keys::new("t");
+        let EnqueueOutcome::Accepted { job_id } =
+            enqueue(&mut conn, &keys, JobCommand::Migrate, false, "fp")
+                .await
+                .unwrap()
+        else {
+            panic!("not accepted")
+        };
+        // Nothing reported yet: no progress.
+        assert_eq!(
+            current_job(&mut conn, &keys)
+                .await
+                .unwrap()
+                .unwrap()
+                .progress,
+            None
+        );
+
+        let first = claimed_token(&mut conn, &keys, "w1").await;
+        record_progress(&mut conn, &keys, &job_id, first, &update(0, 0))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        record_progress(&mut conn, &keys, &job_id, first, &update(40, 40))
+            .await
+            .unwrap();
+        let progress = current_job(&mut conn, &keys)
+            .await
+            .unwrap()
+            .unwrap()
+            .progress
+            .unwrap();
+        assert_eq!(
+            (
+                progress.positions_done,
+                progress.positions_total,
+                progress.events_done,
+                progress.events_total
+            ),
+            (40, 100, 120, 300)
+        );
+        let seconds = (progress.updated_at - progress.started_at) as f64 / 1000.0;
+        assert!(seconds >= 0.1, "{progress:?}");
+        // The rate is the run's count over the run's time (one decimal).
+        assert!(
+            (progress.positions_per_second - 40.0 / seconds).abs() < 0.1,
+            "{progress:?}"
+        );
+        assert!(
+            (progress.events_per_second - 120.0 / seconds).abs() < 0.1,
+            "{progress:?}"
+        );
+
+        // The lease expires; another worker takes over with a new token.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let second = claimed_token(&mut conn, &keys, "w2").await;
+        assert_ne!(first, second);
+        // The old holder is refused and changes nothing.
+        assert!(matches!(
+            record_progress(&mut conn, &keys, &job_id, first, &update(99, 99)).await,
+            Err(LeaseError::Fenced)
+        ));
+        assert_eq!(
+            current_job(&mut conn, &keys)
+                .await
+                .unwrap()
+                .unwrap()
+                .progress,
+            Some(progress)
+        );
+        // The new run: absolute counts go on, the start time is the run's.
+        record_progress(&mut conn, &keys, &job_id, second, &update(40, 0))
+            .await
+            .unwrap();
+        let resumed = current_job(&mut conn, &keys)
+            .await
+            .unwrap()
+            .unwrap()
+            .progress
+            .unwrap();
+        assert_eq!(resumed.positions_done, 40);
+        assert!(resumed.started_at > progress.started_at, "{resumed:?}");
+        assert_eq!(resumed.started_at, resumed.updated_at);
+        assert_eq!(resumed.positions_per_second, 0.0);
+    }
+}
