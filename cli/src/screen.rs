@@ -85,10 +85,16 @@ impl Screen {
         bar.set_message(rate_and_eta(progress));
     }
 
-    /// Leaves the bar as it stands (the last numbers stay on the screen).
+    /// Leaves the bar as it stands (the last numbers stay on the screen);
+    /// a spinner that never got numbers (a `reset`, or a job that ended
+    /// before it migrated anything) is cleared.
     pub fn finish(&mut self) {
         if let Some(bar) = self.bar.take() {
-            bar.abandon();
+            if self.bar_has_numbers {
+                bar.abandon();
+            } else {
+                bar.finish_and_clear();
+            }
         }
     }
 
