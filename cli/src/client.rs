@@ -24,6 +24,14 @@ const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// A request that got no usable answer.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
+    /// `--url` / `MIGRATION_API_URL` is no http(s) URL.
+    #[error("invalid api URL '{url}': {reason} (expected e.g. http://127.0.0.1:9002)")]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The password file cannot be read.
     #[error("cannot read the password file {path}: {reason}")]
     PasswordFile {
@@ -47,6 +55,8 @@ pub enum RequestError {
         status: u16,
         /// The `message` of the answer (or its body).
         message: String,
+        /// The answer, when it was JSON (`--json` prints it).
+        body: Option<Value>,
     },
     /// A 200 whose body is not the JSON the SPEC describes.
     #[error("the api answered something unexpected: {0}")]
@@ -74,6 +84,20 @@ impl ApiClient {
     /// A client for `url`, authenticating with the content of
     /// `password_file` (none: no header; the api then says what is wrong).
     pub fn new(url: &str, password_file: Option<&Path>) -> Result<ApiClient, RequestError> {
+        let bad_url = |reason: String| RequestError::BadUrl {
+            url: url.to_string(),
+            reason,
+        };
+        let parsed = reqwest::Url::parse(url).map_err(|err| bad_url(err.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(bad_url(format!(
+                "the scheme must be http or https, not {}",
+                parsed.scheme()
+            )));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(bad_url("a base URL has no query or fragment".to_string()));
+        }
         let authorization = match password_file {
             None => None,
             Some(path) => {
@@ -207,7 +231,11 @@ fn refused(status: u16, body: Option<Value>, text: &str) -> RequestError {
         .and_then(|body| body["message"].as_str())
         .map(str::to_string)
         .unwrap_or_else(|| text.trim().to_string());
-    RequestError::Refused { status, message }
+    RequestError::Refused {
+        status,
+        message,
+        body,
+    }
 }
 
 /// The error and its sources in one line (reqwest's own text says only

@@ -10,7 +10,7 @@
 //! Exit codes: 0 when the command ended without exception (or is still
 //! running and was not followed), 1 when it ended with one, 2 for a request
 //! error (bad password, unreachable api, a refused command), whose message
-//! is printed on stderr.
+//! is printed on stderr (with `--json`, the api's JSON answer on stdout too).
 
 pub mod args;
 pub mod client;
@@ -55,6 +55,15 @@ pub fn run(args: Args) -> ExitCode {
         }
         Err(err) => {
             screen.finish();
+            // A script reading `--json` gets the api's own answer too.
+            if let RequestError::Refused {
+                body: Some(body), ..
+            } = &err
+            {
+                if args.json {
+                    println!("{body}");
+                }
+            }
             eprintln!("migrationctl: {err}");
             ExitCode::from(2)
         }

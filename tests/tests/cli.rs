@@ -111,6 +111,35 @@ async fn migrate_follow_prints_every_output_line_once_then_the_status_and_exits_
 }
 
 #[tokio::test]
+async fn without_a_stream_follow_polls_progress_and_still_prints_every_line_once() {
+    // MIGRATION_STREAM_MAX_CLIENTS=0: every stream request gets 503.
+    let cluster = TestCluster::builder()
+        .workers(1)
+        .migrations(MIGRATIONS)
+        .configure(|options| {
+            options
+                .migration_wait_ms(0)
+                .worker_max_positions_per_second(30)
+                .env("MIGRATION_STREAM_MAX_CLIENTS", "0")
+        })
+        .start();
+    seed(&cluster.client(), 60).await;
+    let output = run(&cluster, &["migrate", "--follow"]).await;
+    assert_exit(&output, 0);
+    let job = job_output(&cluster).await;
+    assert_eq!(
+        stdout(&output),
+        format!("{job}status: finalization_required\n")
+    );
+    // Polled about once a second over a two-second run: the output grew
+    // between polls and no line came twice.
+    assert!(job.lines().count() >= 6, "{job}");
+    // The stream really is refused here (so the lines above were polled).
+    let (status, body) = cluster.client().get("/internal/migrations/stream").await;
+    assert_eq!(status, 503, "{body}");
+}
+
+#[tokio::test]
 async fn verbose_follow_prints_one_line_per_position_once() {
     let cluster = seeded_cluster(30, 30).await;
     let output = run(&cluster, &["migrate", "--verbose", "--follow"]).await;
@@ -287,14 +316,37 @@ async fn request_errors_exit_2_with_the_message() {
         stderr(&output)
     );
 
-    // a refused command: a job is queued (no worker runs it here... the
-    // cluster's worker does, so ask while it runs with a slow throttle)
+    // not an http(s) base URL: refused before any request
+    for url in [
+        "localhost:9002",
+        "ftp://127.0.0.1:9002",
+        "http://127.0.0.1:9002/?x=1",
+        "nonsense",
+    ] {
+        let output = run_with_env(&["stats", "--url", url], &[]).await;
+        assert_exit(&output, 2);
+        assert!(
+            stderr(&output).contains(&format!("invalid api URL '{url}'")),
+            "{url}: {}",
+            stderr(&output)
+        );
+    }
+
+    // a refused command: a job runs (slowly), so `reset` gets the SPEC 4.2
+    // message; with --json the api's answer is printed too
     let slow = seeded_cluster(50, 5).await;
     let started = run(&slow, &["migrate"]).await;
     assert_exit(&started, 0);
     let output = run(&slow, &["reset"]).await;
     assert_exit(&output, 2);
     assert!(stderr(&output).contains(RUNNING), "{}", stderr(&output));
+    let output = run(&slow, &["reset", "--json"]).await;
+    assert_exit(&output, 2);
+    let body: Value = serde_json::from_str(&stdout(&output)).expect("the api's JSON answer");
+    assert_eq!(
+        body,
+        serde_json::json!({"success": false, "message": RUNNING})
+    );
 
     // an unknown command never reaches the api (clap's usage error: 2)
     let output = run(&cluster, &["explode"]).await;
