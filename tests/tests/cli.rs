@@ -497,3 +497,44 @@ async fn in_a_terminal_migrate_follows_by_default_with_a_live_bar_and_ends_with_
         );
     }
 }
+
+#[tokio::test]
+async fn a_worker_killed_while_migrationctl_follows_every_line_is_printed_once_and_it_exits_0() {
+    let mut cluster = cluster(1, 0, 20, 0);
+    cluster.start_worker();
+    cluster.start_worker();
+    cluster.wait_for_workers(2, Duration::from_secs(30)).await;
+    seed(&cluster.client(), 60).await;
+    let follow = {
+        let url = cluster.api().base_url();
+        let password_file = cluster.options().password_file_path().unwrap();
+        tokio::spawn(async move {
+            run_with_env(
+                &["migrate", "--follow"],
+                &[
+                    ("MIGRATION_API_URL", url),
+                    (
+                        "INTERNAL_AUTH_PASSWORD_FILE",
+                        password_file.display().to_string(),
+                    ),
+                ],
+            )
+            .await
+        })
+    };
+    wait_for_job_state(&cluster, "running", Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let holder = (0..2)
+        .find(|&index| cluster.workers[index].log().contains("claimed job"))
+        .expect("a worker claimed the job");
+    cluster.workers[holder].kill9();
+
+    let output = follow.await.expect("the migrationctl task");
+    assert_exit(&output, 0);
+    let job = job_output(&cluster).await;
+    assert!(job.contains("took the job over"), "{job}");
+    assert_eq!(
+        stdout(&output),
+        format!("{job}status: finalization_required\n")
+    );
+}
