@@ -2,13 +2,11 @@
 //! output line printed once, `--json`, request errors, and the live
 //! progress bar in a real terminal (a tmux pane read with `capture-pane`).
 
-mod migration_common;
-
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use migration_common::*;
+use migration_tests::migration_jobs::*;
 use migration_tests::{binary_path, Binary, TestCluster};
 use serde_json::Value;
 

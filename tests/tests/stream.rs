@@ -3,14 +3,12 @@
 //! result, `Last-Event-ID` resume, the cap on open streams, keep-alive
 //! comments, any replica, a worker killed mid-run, and the api's shutdown.
 
-mod migration_common;
-
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use migration_cli::sse::{SseEvent, SseParser};
-use migration_common::*;
+use migration_tests::migration_jobs::*;
 use migration_tests::TestCluster;
 use serde_json::{json, Value};
 
