@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use crate::args::{Args, CommandName};
 use crate::client::{ApiClient, RequestError};
-use crate::screen::Screen;
+use crate::screen::{print_line, Screen};
 
 /// How often `progress` is polled when there is no stream.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -61,7 +61,7 @@ pub fn run(args: Args) -> ExitCode {
             } = &err
             {
                 if args.json {
-                    println!("{body}");
+                    print_line(&body.to_string());
                 }
             }
             eprintln!("migrationctl: {err}");
@@ -173,7 +173,7 @@ fn output_of(answer: &Value) -> &str {
 fn report(args: &Args, answer: &Value) -> ExitCode {
     let exception = answer["exception"].as_str();
     if args.json {
-        println!("{answer}");
+        print_line(&answer.to_string());
     } else if args.command == CommandName::Stats {
         if let Some(stats) = answer["stats"].as_object() {
             for (name, value) in stats {
@@ -181,20 +181,23 @@ fn report(args: &Args, answer: &Value) -> ExitCode {
                     .as_str()
                     .map(str::to_string)
                     .unwrap_or_else(|| value.to_string());
-                println!("{name}: {value}");
+                print_line(&format!("{name}: {value}"));
             }
         }
     } else {
         let status = answer["status"].as_str().unwrap_or("unknown");
         match exception {
             Some(exception) => {
-                println!("{} ended with an exception; status: {status}", args.command.as_str());
+                print_line(&format!(
+                    "{} ended with an exception; status: {status}",
+                    args.command.as_str()
+                ));
                 eprintln!("exception: {exception}");
             }
-            None if status == "migration_running" => println!(
-                "status: migration_running (the job goes on; `migrationctl progress --follow` follows it)"
+            None if status == "migration_running" => print_line(
+                "status: migration_running (the job goes on; `migrationctl progress --follow` follows it)",
             ),
-            None => println!("status: {status}"),
+            None => print_line(&format!("status: {status}")),
         }
     }
     if exception.is_some() {

@@ -54,8 +54,8 @@ impl Screen {
             return;
         }
         match &self.bar {
-            Some(bar) => bar.suspend(|| println!("{line}")),
-            None => println!("{line}"),
+            Some(bar) => bar.suspend(|| print_line(line)),
+            None => print_line(line),
         }
     }
 
@@ -105,6 +105,16 @@ impl Screen {
             None => eprintln!("{text}"),
         }
     }
+}
+
+/// Writes `line` to stdout. A closed stdout (`migrationctl migrate | head`)
+/// is no reason to stop following: the exit code still tells the outcome,
+/// so write errors are ignored instead of panicking as `println!` would.
+pub fn print_line(line: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
 }
 
 /// `1234 events/s, ETA 1m 05s`, from the job's own rates (the same numbers

@@ -536,3 +536,36 @@ async fn a_worker_killed_while_migrationctl_follows_every_line_is_printed_once_a
         format!("{job}status: finalization_required\n")
     );
 }
+
+#[tokio::test]
+async fn a_closed_stdout_does_not_stop_the_follow_and_the_exit_code_still_tells() {
+    let cluster = seeded_cluster(30, 30).await;
+    let password_file = cluster.options().password_file_path().unwrap();
+    // `head -1` closes the pipe after the first line; the exit code is
+    // migrationctl's (PIPESTATUS), and the job is followed to its end.
+    let script = format!(
+        "{} migrate --follow --url {} --password-file {} | head -1; exit ${{PIPESTATUS[0]}}",
+        quoted(&migrationctl().display().to_string()),
+        quoted(&cluster.api().base_url()),
+        quoted(&password_file.display().to_string()),
+    );
+    let output = tokio::time::timeout(
+        RUN_TIMEOUT,
+        tokio::process::Command::new("bash")
+            .args(["-c", &script])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("migrationctl ends")
+    .expect("run bash");
+    assert_exit(&output, 0);
+    assert!(
+        stdout(&output).ends_with("queued: migrate\n"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+    let (_, answer) = cluster.client().progress().await;
+    assert_eq!(answer["status"], "finalization_required", "{answer}");
+}
