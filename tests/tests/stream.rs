@@ -1,7 +1,8 @@
 //! `GET /internal/migrations/stream` (SPEC 9) through the real binaries:
 //! every line once with its entry id, the structured progress, the final
 //! result, `Last-Event-ID` resume, the cap on open streams, keep-alive
-//! comments, any replica, a worker killed mid-run, and the api's shutdown.
+//! comments, any replica, a worker killed mid-run, a stalled Redis, and the
+//! api's shutdown.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -419,4 +420,37 @@ async fn shutting_the_api_down_ends_open_streams_without_a_result() {
         rest.push(event);
     }
     assert!(rest.iter().all(|event| event.event != "result"), "{rest:?}");
+}
+
+#[tokio::test]
+async fn a_redis_that_stalls_mid_stream_loses_and_repeats_no_line() {
+    let cluster = TestCluster::builder()
+        .workers(1)
+        .migrations(MIGRATIONS)
+        .configure(|options| {
+            options
+                .migration_wait_ms(0)
+                .worker_max_positions_per_second(20)
+                .worker_lock_ttl_ms(10_000)
+        })
+        .start();
+    seed(&cluster.client(), 60).await;
+    let (status, _) = cluster.client().post_migration("migrate").await;
+    assert_eq!(status, 200);
+    let mut stream = open_ok(&cluster, 0, None).await;
+    let mut events = Vec::new();
+    while lines(&events).len() < 4 {
+        events.push(stream.next(RESULT_TIMEOUT).await.expect("more events"));
+    }
+    // Two seconds of a frozen Redis (SIGSTOP): the blocked XREAD and the
+    // record reads hang, then go on; the stream carries on where it was.
+    let pid = cluster.pause_redis();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.resume_redis(pid);
+    events.extend(stream.until_result().await);
+
+    let answer = result(&events);
+    assert!(answer.get("exception").is_none(), "{answer}");
+    assert_eq!(lines(&events), output_lines(&answer));
+    assert_rising_ids(&events);
 }
