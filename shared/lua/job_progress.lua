@@ -15,7 +15,8 @@
 -- Guarantees: only the lock holder writes progress, so a fenced-out worker
 -- never moves the numbers back; every field changes together (readers see
 -- one consistent update); `progress_started_at` is set by the first call of
--- a run (a new fencing token: a first run, a takeover or a hand-over), and
+-- a run (ARGV[6] = 0, or a new fencing token: a first run, a takeover, a
+-- hand-over, an engine run again after a Redis outage), and
 -- the rates are this run's, by Redis's clock, so every reader on every
 -- replica computes nothing and sees the same figures.
 
@@ -25,7 +26,9 @@ end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local started = tonumber(redis.call('HGET', KEYS[2], 'progress_started_at') or '')
-if redis.call('HGET', KEYS[2], 'progress_fencing_token') ~= ARGV[1] or not started then
+-- A run reports 0 done when its migrate loop starts (also when the same
+-- worker runs the engine again on its lease after a Redis outage).
+if ARGV[6] == '0' or redis.call('HGET', KEYS[2], 'progress_fencing_token') ~= ARGV[1] or not started then
   started = now
 end
 local seconds = (now - started) / 1000

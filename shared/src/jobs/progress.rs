@@ -143,7 +143,7 @@ mod tests {
         keys: &Keys,
         worker: &str,
     ) -> u64 {
-        match claim(conn, keys, worker, "fp", Duration::from_millis(300))
+        match claim(conn, keys, worker, "fp", Duration::from_millis(300), None)
             .await
             .unwrap()
         {
@@ -251,5 +251,24 @@ mod tests {
         assert!(resumed.started_at > progress.started_at, "{resumed:?}");
         assert_eq!(resumed.started_at, resumed.updated_at);
         assert_eq!(resumed.positions_per_second, 0.0);
+
+        // The same holder runs the engine again (after a Redis outage, on
+        // its lease): its report of 0 done restarts the run's clock too.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        record_progress(&mut conn, &keys, &job_id, second, &update(40, 20))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        record_progress(&mut conn, &keys, &job_id, second, &update(40, 0))
+            .await
+            .unwrap();
+        let again = current_job(&mut conn, &keys)
+            .await
+            .unwrap()
+            .unwrap()
+            .progress
+            .unwrap();
+        assert!(again.started_at >= resumed.started_at + 100, "{again:?}");
+        assert_eq!(again.started_at, again.updated_at);
     }
 }
