@@ -1,4 +1,7 @@
-//! The state every handler shares: one `Clone` struct (cheap: handles only).
+//! The state every handler shares: one `Clone` handle. axum clones it for
+//! every extractor of every request (the auth layer, the handler), so it is
+//! one `Arc` around the handles ([`SharedState`]), reached through `Deref`
+//! (`state.redis`, `state.keys`, ...).
 
 use std::sync::Arc;
 
@@ -7,13 +10,25 @@ use migration_shared::datastore::Datastore;
 use migration_shared::keys::Keys;
 use migration_shared::migrations::Registry;
 use migration_shared::redis_client::RedisConnection;
+
 use tokio_util::sync::CancellationToken;
 
+use crate::output_cache::OutputCache;
 use crate::routes::stream::StreamSlots;
 
-/// Shared by all handlers.
+/// Shared by all handlers: a cheap handle to [`SharedState`].
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+/// What every handler reads.
+pub struct SharedState {
     /// The configuration, parsed once at start.
     pub config: Arc<Config>,
     /// The migration registry, built once at start.
@@ -24,6 +39,9 @@ pub struct AppState {
     pub redis: RedisConnection,
     /// The datastore over that connection.
     pub datastore: Datastore,
+    /// This replica's copy of the current job's output (`progress` reads
+    /// only new entries).
+    pub output_cache: OutputCache,
     /// The cap on open output streams.
     pub stream_slots: StreamSlots,
     /// Cancelled when the api starts draining: long-lived responses (the
@@ -42,15 +60,17 @@ impl AppState {
             keys.clone(),
             registry.target_migration_index(),
         );
-        Ok(AppState {
-            stream_slots: StreamSlots::new(config.migration_stream_max_clients),
-            shutdown: CancellationToken::new(),
+        let stream_slots = StreamSlots::new(config.migration_stream_max_clients);
+        Ok(AppState(Arc::new(SharedState {
+            stream_slots,
             config: Arc::new(config),
             registry,
             keys,
             redis,
             datastore,
-        })
+            output_cache: OutputCache::default(),
+            shutdown: CancellationToken::new(),
+        })))
     }
 
     /// How `/internal/` requests are authenticated.

@@ -21,7 +21,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use migration_shared::jobs::JobProgress;
+use migration_shared::jobs::MigrationProgress;
 use serde_json::Value;
 
 use crate::args::{Args, CommandName};
@@ -101,7 +101,7 @@ async fn follow_job(client: &ApiClient, screen: &mut Screen) -> Result<Value, Re
                             }
                             "progress" => {
                                 if let Ok(progress) =
-                                    serde_json::from_str::<JobProgress>(&event.data)
+                                    serde_json::from_str::<MigrationProgress>(&event.data)
                                 {
                                     screen.progress(&progress);
                                 }
@@ -155,7 +155,7 @@ async fn poll(client: &ApiClient, screen: &mut Screen) -> Result<Value, RequestE
 fn show_progress(screen: &mut Screen, answer: &Value) {
     if let Some(progress) = answer
         .get("progress")
-        .and_then(|value| serde_json::from_value::<JobProgress>(value.clone()).ok())
+        .and_then(|value| serde_json::from_value::<MigrationProgress>(value.clone()).ok())
     {
         screen.progress(&progress);
     }

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use migration_shared::jobs::JobProgress;
+use migration_shared::jobs::MigrationProgress;
 
 /// Lines printed so far, and the bar while following.
 pub struct Screen {
@@ -68,7 +68,7 @@ impl Screen {
     }
 
     /// Updates the bar with the job's numbers.
-    pub fn progress(&mut self, progress: &JobProgress) {
+    pub fn progress(&mut self, progress: &MigrationProgress) {
         let Some(bar) = &self.bar else { return };
         if !self.bar_has_numbers {
             bar.set_style(
@@ -119,7 +119,7 @@ pub fn print_line(line: &str) {
 
 /// `1234 events/s, ETA 1m 05s`, from the job's own rates (the same numbers
 /// every reader sees).
-pub fn rate_and_eta(progress: &JobProgress) -> String {
+pub fn rate_and_eta(progress: &MigrationProgress) -> String {
     let left = progress
         .positions_total
         .saturating_sub(progress.positions_done);
@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn eta_comes_from_the_positions_rate() {
-        let progress = JobProgress {
+        let progress = MigrationProgress {
             positions_done: 100,
             positions_total: 1000,
             events_done: 400,
@@ -158,7 +158,7 @@ mod tests {
             events_per_second: 40.4,
         };
         assert_eq!(rate_and_eta(&progress), "40 events/s, ETA 1m 30s");
-        let stalled = JobProgress {
+        let stalled = MigrationProgress {
             positions_per_second: 0.0,
             ..progress
         };

@@ -3,7 +3,7 @@
 //!
 //! One `event: line` per output line (`id:` the Redis stream entry id,
 //! `data:` the line), an `event: progress` whenever the job's structured
-//! progress changes (`data:` the [`JobProgress`] JSON, no `id:`), then one
+//! progress changes (`data:` the [`MigrationProgress`] JSON, no `id:`), then one
 //! `event: result` whose data is the final `progress` answer, and the
 //! stream ends. No current job: one `event: result` at once. A client that
 //! reconnects with `Last-Event-ID` gets the lines after that entry.
@@ -28,13 +28,13 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::Stream;
-use migration_shared::jobs::{self, JobProgress, JobRecord, JobState};
+use migration_shared::jobs::{self, JobRecord, JobState, MigrationProgress};
 use migration_shared::redis_client::{self, BlockingConnection};
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use serde_json::Value;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use super::migrations::{answer_for, progress_answer};
+use super::migrations::progress_answer;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -176,12 +176,9 @@ impl Follower {
                 // stream now is all of them.
                 self.drain(&job_id).await?;
                 self.send_progress(job.progress).await?;
-                let answer = self
-                    .retrying(|state| {
-                        let job = job.clone();
-                        async move { answer_for(&state, &job).await }
-                    })
-                    .await?;
+                // The `progress` answer: this job's final result while it
+                // is current (as it is unless a newer command was accepted).
+                let answer = self.retrying(progress_answer).await?;
                 return self.send_result(answer).await;
             }
             self.send_progress(job.progress).await?;
@@ -284,7 +281,7 @@ impl Follower {
             .await
     }
 
-    async fn send_progress(&mut self, progress: Option<JobProgress>) -> Result<(), Gone> {
+    async fn send_progress(&mut self, progress: Option<MigrationProgress>) -> Result<(), Gone> {
         let Some(progress) = progress else {
             return Ok(());
         };

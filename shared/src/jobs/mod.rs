@@ -24,8 +24,11 @@ use std::collections::HashMap;
 use std::fmt;
 
 pub use lock::{claim, ClaimKind, ClaimOutcome, ClaimedJob, LeaseError};
-pub use output::{format_output, read_output, wait_until_finished};
-pub use progress::{JobProgress, ProgressUpdate};
+pub use output::{
+    format_output, read_current_output, read_output, wait_until_finished, JobOutput, JobProgress,
+    OutputCursor,
+};
+pub use progress::{MigrationProgress, ProgressUpdate};
 pub use queue::{current_job, current_job_id, enqueue, job, mark_result_read, EnqueueOutcome};
 
 /// SPEC 4.2, exact: a job is queued or running.
@@ -134,7 +137,7 @@ pub struct JobRecord {
     /// Whether the final result was returned to a caller.
     pub result_read: bool,
     /// The structured progress, once the engine reported some.
-    pub progress: Option<JobProgress>,
+    pub progress: Option<MigrationProgress>,
 }
 
 impl JobRecord {
@@ -175,7 +178,7 @@ impl JobRecord {
             finished_at: number("finished_at"),
             exception: get("exception"),
             result_read: get("result_read").as_deref() == Some("1"),
-            progress: JobProgress::from_fields(&fields),
+            progress: MigrationProgress::from_fields(&fields),
         }))
     }
 }

@@ -2,10 +2,10 @@
 //! job hash (SPEC 9: the numbers behind the progress bar).
 //!
 //! The engine reports a [`ProgressUpdate`] whenever a checkpoint lands; the
-//! worker's output sink writes it with `job_progress.lua`, fenced like every
+//! worker's output sink writes it with `job_record_progress.lua`, fenced like every
 //! job write, so only the lock holder moves the numbers. Every reader (the
 //! `progress` answer, the output stream, `migrationctl`, the metrics) reads
-//! the same fields through [`JobProgress`]; none computes its own figures.
+//! the same fields through [`MigrationProgress`]; none computes its own figures.
 //! The rates are computed inside the script by Redis's clock over the
 //! current run (since the last claim), so a takeover restarts the rate but
 //! not the counts, which are absolute (earlier runs included).
@@ -45,6 +45,19 @@ pub mod fields {
     pub const FENCING_TOKEN: &str = "progress_fencing_token";
 }
 
+/// The fields of [`MigrationProgress`], in the order `job_progress.lua`
+/// (the api's read for `progress`) reads them.
+pub const READ_FIELDS: [&str; 8] = [
+    fields::POSITIONS_DONE,
+    fields::POSITIONS_TOTAL,
+    fields::EVENTS_DONE,
+    fields::EVENTS_TOTAL,
+    fields::STARTED_AT,
+    fields::UPDATED_AT,
+    fields::POSITIONS_PER_SECOND,
+    fields::EVENTS_PER_SECOND,
+];
+
 /// What the engine knows when a checkpoint has landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ProgressUpdate {
@@ -65,7 +78,7 @@ pub struct ProgressUpdate {
 /// The progress a reader sees; serialized as the `progress` object of the
 /// migration route's answers and of the stream's `progress` events.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct JobProgress {
+pub struct MigrationProgress {
     /// Positions migrated, earlier runs included.
     pub positions_done: u64,
     /// Positions of the snapshot the command migrates.
@@ -84,13 +97,13 @@ pub struct JobProgress {
     pub events_per_second: f64,
 }
 
-impl JobProgress {
+impl MigrationProgress {
     /// The progress in a job hash; `None` until the engine first reported
     /// (a queued job, a `reset`, or a run before its migrate loop).
-    pub fn from_fields(hash: &HashMap<String, String>) -> Option<JobProgress> {
+    pub fn from_fields(hash: &HashMap<String, String>) -> Option<MigrationProgress> {
         let number = |name: &str| hash.get(name)?.parse::<u64>().ok();
         let rate = |name: &str| hash.get(name)?.parse::<f64>().ok();
-        Some(JobProgress {
+        Some(MigrationProgress {
             positions_done: number(fields::POSITIONS_DONE)?,
             positions_total: number(fields::POSITIONS_TOTAL)?,
             events_done: number(fields::EVENTS_DONE)?,
@@ -103,6 +116,18 @@ impl JobProgress {
     }
 }
 
+impl MigrationProgress {
+    /// The progress from values read in the order of [`READ_FIELDS`].
+    pub fn from_values(values: Vec<Option<String>>) -> Option<MigrationProgress> {
+        let hash: HashMap<String, String> = READ_FIELDS
+            .iter()
+            .zip(values)
+            .filter_map(|(name, value)| Some((name.to_string(), value?)))
+            .collect();
+        MigrationProgress::from_fields(&hash)
+    }
+}
+
 /// Writes `update` to job `job_id`'s record, fenced by `fencing_token`.
 pub async fn record_progress<C: ConnectionLike>(
     conn: &mut C,
@@ -111,7 +136,7 @@ pub async fn record_progress<C: ConnectionLike>(
     fencing_token: u64,
     update: &ProgressUpdate,
 ) -> Result<(), LeaseError> {
-    let written: i64 = scripts::PROGRESS
+    let written: i64 = scripts::RECORD_PROGRESS
         .key(keys.lock())
         .key(keys.job(job_id))
         .arg(fencing_token)

@@ -13,7 +13,7 @@
 //!
 //! The engine's structured progress travels on the same queue, so it is
 //! written after the lines queued before it; of several queued updates only
-//! the latest is written (`job_progress.lua`, fenced too).
+//! the latest is written (`job_record_progress.lua`, fenced too).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
