@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 #
 # One image with both binaries, `migration-api` (the default command) and
-# `migration-worker`; docker-compose.yml runs it as both services.
+# `migration-worker`; docker-compose.yml runs it as both services. The
+# operator tool `migrationctl` is in it too (`docker compose exec api
+# migrationctl migrate`).
 #
 #   docker build -t migration-service:local .
 #   docker run --rm migration-service:local migration-worker --help
@@ -29,13 +31,15 @@ COPY api/Cargo.toml api/Cargo.toml
 COPY shared/Cargo.toml shared/Cargo.toml
 COPY worker/Cargo.toml worker/Cargo.toml
 COPY tests/Cargo.toml tests/Cargo.toml
-RUN for crate in api shared worker tests; do \
+COPY cli/Cargo.toml cli/Cargo.toml
+RUN for crate in api shared worker tests cli; do \
         mkdir -p "$crate/src" && touch "$crate/src/lib.rs"; \
     done \
     && echo 'fn main() {}' > api/src/main.rs \
     && echo 'fn main() {}' > worker/src/main.rs \
-    && cargo build --release --locked -p migration-api -p migration-worker \
-    && rm -rf api/src shared/src worker/src
+    && echo 'fn main() {}' > cli/src/main.rs \
+    && cargo build --release --locked -p migration-api -p migration-worker -p migration-cli \
+    && rm -rf api/src shared/src worker/src cli/src
 
 # 2. The real sources. `touch` them: COPY keeps the mtimes of the build
 #    context, which can be older than the stub build, and cargo would then
@@ -45,10 +49,12 @@ RUN for crate in api shared worker tests; do \
 COPY shared shared
 COPY api api
 COPY worker worker
+COPY cli cli
 COPY docs docs
-RUN find api shared worker -name '*.rs' -exec touch {} + \
-    && cargo build --release --locked -p migration-api -p migration-worker \
-    && cp target/release/migration-api target/release/migration-worker /usr/local/bin/
+RUN find api shared worker cli -name '*.rs' -exec touch {} + \
+    && cargo build --release --locked -p migration-api -p migration-worker -p migration-cli \
+    && cp target/release/migration-api target/release/migration-worker \
+        target/release/migrationctl /usr/local/bin/
 
 # ---- runtime -----------------------------------------------------------------
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
@@ -67,7 +73,8 @@ RUN groupadd --system --gid 10001 migration \
     && useradd --system --uid 10001 --gid migration --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin migration
 
-COPY --from=build /usr/local/bin/migration-api /usr/local/bin/migration-worker /usr/local/bin/
+COPY --from=build /usr/local/bin/migration-api /usr/local/bin/migration-worker \
+    /usr/local/bin/migrationctl /usr/local/bin/
 
 USER 10001:10001
 WORKDIR /

@@ -6,8 +6,9 @@
 #   FUZZ_API=0 scripts/test.sh       # without the API fuzz (scripts/fuzz-api.sh)
 #
 # Works on a fresh Debian machine with only the Rust toolchain: installs
-# `redis-server` with apt-get when it is missing (without starting the
-# system service). The tests start their own private redis-server on free
+# `redis-server` (without starting the system service) and `tmux` (the
+# migrationctl tests read its progress bar from a real terminal) with
+# apt-get when they are missing. The tests start their own private redis-server on free
 # ports in temp dirs; nothing here uses, or flushes, the Redis on port 6379.
 #
 # The output keeps cargo's `test result:` summary lines: CI reads them.
@@ -20,13 +21,14 @@ as_root() {
   elif command -v sudo >/dev/null 2>&1; then
     sudo "$@"
   else
-    echo "scripts/test.sh: need root (or sudo) to install redis-server" >&2
+    echo "scripts/test.sh: need root (or sudo) to install $*" >&2
     exit 1
   fi
 }
 
-install_redis_server() {
-  echo "scripts/test.sh: redis-server not found; installing it with apt-get"
+# install_packages PACKAGE...: apt-get install, without starting services.
+install_packages() {
+  echo "scripts/test.sh: installing $* with apt-get"
   # Keep the package from starting a system Redis on port 6379: the tests
   # start their own servers. policy-rc.d (exit 101 = "do not start") is
   # honoured by invoke-rc.d and deb-systemd-invoke; only added if absent.
@@ -38,25 +40,32 @@ install_redis_server() {
   local status=0
   as_root apt-get update || status=$?
   if [ "$status" -eq 0 ]; then
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server || status=$?
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" || status=$?
   fi
   if [ "$added_policy" = yes ]; then
     as_root rm -f "$policy"
   fi
   if [ "$status" -ne 0 ]; then
-    echo "scripts/test.sh: installing redis-server failed (exit $status)" >&2
+    echo "scripts/test.sh: installing $* failed (exit $status)" >&2
     exit "$status"
-  fi
-  if ! command -v redis-server >/dev/null 2>&1; then
-    echo "scripts/test.sh: redis-server still not on PATH after apt-get install" >&2
-    exit 1
   fi
 }
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  install_redis_server
+# Each command the tests need, and the Debian package that brings it.
+missing=()
+for pair in redis-server:redis-server tmux:tmux; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  install_packages "${missing[@]}"
 fi
-echo "scripts/test.sh: using $(redis-server --version)"
+for command in redis-server tmux; do
+  if ! command -v "$command" >/dev/null 2>&1; then
+    echo "scripts/test.sh: $command still not on PATH after apt-get install" >&2
+    exit 1
+  fi
+done
+echo "scripts/test.sh: using $(redis-server --version) and $(tmux -V)"
 
 # The end-to-end tests run the real binaries from the target dir; build them
 # first (the harness would otherwise build them from inside the first test).

@@ -13,7 +13,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::require_internal_auth;
 use crate::route_class::RouteClass;
-use crate::routes::{health, metrics, migrations, openapi, reader, writer, MAX_BODY_BYTES};
+use crate::routes::{health, metrics, migrations, openapi, reader, stream, writer, MAX_BODY_BYTES};
 use crate::state::AppState;
 
 /// Builds the registry from `MIGRATIONS_FILE` (or the compiled-in one).
@@ -94,7 +94,7 @@ fn metrics_routes() -> Router<AppState> {
 /// place for `GET /internal/migrations/stream` (SSE, SPEC 9). Routes that
 /// answer at once (`GET /internal/openapi.json`) go in a class group.
 fn long_lived_internal_routes() -> Router<AppState> {
-    Router::new()
+    Router::new().route("/internal/migrations/stream", get(stream::stream))
 }
 
 /// Serves until `shutdown` completes, then drains in-flight requests.
@@ -106,6 +106,13 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let state = AppState::new(config, registry).map_err(std::io::Error::other)?;
     tracing::info!(addr = %listener.local_addr()?, "migration-api listening");
+    // Open output streams end when the drain starts; otherwise the drain
+    // would wait for migrations to finish.
+    let draining = state.shutdown.clone();
+    let shutdown = async move {
+        shutdown.await;
+        draining.cancel();
+    };
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await

@@ -11,8 +11,11 @@ use migration_shared::keys::Keys;
 use migration_shared::migrations::Registry;
 use migration_shared::redis_client::RedisConnection;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::metrics::HttpMetrics;
 use crate::output_cache::OutputCache;
+use crate::routes::stream::StreamSlots;
 
 /// Shared by all handlers: a cheap handle to [`SharedState`].
 #[derive(Clone)]
@@ -42,6 +45,11 @@ pub struct SharedState {
     pub output_cache: OutputCache,
     /// This replica's HTTP figures for `/metrics`.
     pub http_metrics: HttpMetrics,
+    /// The cap on open output streams.
+    pub stream_slots: StreamSlots,
+    /// Cancelled when the api starts draining: long-lived responses (the
+    /// output stream) end, so the drain does not wait for them.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -55,7 +63,9 @@ impl AppState {
             keys.clone(),
             registry.target_migration_index(),
         );
+        let stream_slots = StreamSlots::new(config.migration_stream_max_clients);
         Ok(AppState(Arc::new(SharedState {
+            stream_slots,
             config: Arc::new(config),
             registry,
             keys,
@@ -63,6 +73,7 @@ impl AppState {
             datastore,
             output_cache: OutputCache::default(),
             http_metrics: HttpMetrics::default(),
+            shutdown: CancellationToken::new(),
         })))
     }
 

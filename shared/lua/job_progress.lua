@@ -15,8 +15,13 @@
 --                                        again with that id's keys;
 --   {'job', <HMGET of KEYS[2] id cmd state exception
 --    result_read>,
---    <XLEN of KEYS[3]>, <XRANGE entries>} (only the fields progress needs:
---   a poll's reply stays small).
+--    <XLEN of KEYS[3]>, <XRANGE entries>,
+--    <HMGET of KEYS[2] progress_positions_done progress_positions_total
+--     progress_events_done progress_events_total progress_started_at
+--     progress_updated_at progress_positions_per_second
+--     progress_events_per_second>}
+--   (only the fields progress needs: a poll's reply stays small; the last
+--   part is the structured progress that job_record_progress.lua writes).
 --
 -- Guarantees: the record, the stream length and the entries are of the same
 -- moment, so a reader that has read N entries and now gets M more can check
@@ -28,4 +33,8 @@ if not id then return {} end
 if id ~= ARGV[1] then return {'other', id} end
 local entries = redis.call('XRANGE', KEYS[3], ARGV[2], '+', 'COUNT', tonumber(ARGV[3]))
 local record = redis.call('HMGET', KEYS[2], 'id', 'cmd', 'state', 'exception', 'result_read')
-return {'job', record, redis.call('XLEN', KEYS[3]), entries}
+local progress = redis.call('HMGET', KEYS[2], 'progress_positions_done',
+  'progress_positions_total', 'progress_events_done', 'progress_events_total',
+  'progress_started_at', 'progress_updated_at', 'progress_positions_per_second',
+  'progress_events_per_second')
+return {'job', record, redis.call('XLEN', KEYS[3]), entries, progress}

@@ -54,6 +54,9 @@ pub struct Cli {
     /// Throttle of the worker (positions per second); 0 means no limit.
     #[arg(long, env = "WORKER_MAX_POSITIONS_PER_SECOND", default_value = "0")]
     pub worker_max_positions_per_second: String,
+    /// Most concurrent output streams (`GET /internal/migrations/stream`) per api; more get 503.
+    #[arg(long, env = "MIGRATION_STREAM_MAX_CLIENTS", default_value = "64")]
+    pub migration_stream_max_clients: String,
     /// Tracing filter.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub rust_log: String,
@@ -111,6 +114,9 @@ pub struct Config {
     pub worker_lock_ttl: Duration,
     /// `WORKER_MAX_POSITIONS_PER_SECOND`; 0 = no limit.
     pub worker_max_positions_per_second: u32,
+    /// `MIGRATION_STREAM_MAX_CLIENTS`: open output streams per api replica
+    /// (each holds a Redis connection of its own).
+    pub migration_stream_max_clients: usize,
     /// `RUST_LOG`.
     pub log_filter: String,
     /// `LOG_FORMAT`.
@@ -217,6 +223,10 @@ impl Config {
             "WORKER_MAX_POSITIONS_PER_SECOND",
             &cli.worker_max_positions_per_second,
         )?;
+        let migration_stream_max_clients = parse_number::<usize>(
+            "MIGRATION_STREAM_MAX_CLIENTS",
+            &cli.migration_stream_max_clients,
+        )?;
         let log_format = match cli.log_format.to_ascii_lowercase().as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -244,6 +254,7 @@ impl Config {
             migration_wait,
             worker_lock_ttl: Duration::from_millis(ttl_ms),
             worker_max_positions_per_second,
+            migration_stream_max_clients,
             log_filter: cli.rust_log,
             log_format,
         })
@@ -325,6 +336,7 @@ mod tests {
         assert_eq!(config.migration_wait, Duration::from_millis(100));
         assert_eq!(config.worker_lock_ttl, Duration::from_millis(10_000));
         assert_eq!(config.worker_max_positions_per_second, 0);
+        assert_eq!(config.migration_stream_max_clients, 64);
         assert_eq!(config.log_format, LogFormat::Text);
     }
 
@@ -339,6 +351,8 @@ mod tests {
         assert_eq!(err.variable, "WORKER_LOCK_TTL_MS");
         let err = Config::from_cli(cli(&["--worker-max-positions-per-second", "x"])).unwrap_err();
         assert_eq!(err.variable, "WORKER_MAX_POSITIONS_PER_SECOND");
+        let err = Config::from_cli(cli(&["--migration-stream-max-clients", "many"])).unwrap_err();
+        assert_eq!(err.variable, "MIGRATION_STREAM_MAX_CLIENTS");
         let err = Config::from_cli(cli(&["--api-addr", "nowhere"])).unwrap_err();
         assert_eq!(err.variable, "API_ADDR");
         let err = Config::from_cli(cli(&["--redis-key-prefix", "a{b"])).unwrap_err();

@@ -108,6 +108,11 @@ script!(
     include_str!("../lua/output_append.lua")
 );
 script!(
+    RECORD_PROGRESS,
+    "job_record_progress.lua",
+    include_str!("../lua/job_record_progress.lua")
+);
+script!(
     FINISH,
     "job_finish.lua",
     include_str!("../lua/job_finish.lua")

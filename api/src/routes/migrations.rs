@@ -26,7 +26,8 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use migration_shared::jobs::{
-    self, EnqueueOutcome, JobCommand, JobState, NOT_READ_MESSAGE, RUNNING_MESSAGE,
+    self, EnqueueOutcome, JobCommand, JobState, MigrationProgress, NOT_READ_MESSAGE,
+    RUNNING_MESSAGE,
 };
 use serde_json::{json, Value};
 
@@ -179,7 +180,10 @@ async fn progress(state: &AppState) -> Result<Response, MigrationRouteError> {
         return Ok(Json(json!({"success": true, "status": stats.status})).into_response());
     };
     if job.state != JobState::Finished {
-        return Ok(json_body(snapshot.running_body()));
+        return Ok(json_body(with_progress(
+            snapshot.running_body(),
+            &job.progress,
+        )));
     }
     // The final result: the datastore's state after the job, then marked as
     // returned (once is enough: the record says so).
@@ -188,7 +192,41 @@ async fn progress(state: &AppState) -> Result<Response, MigrationRouteError> {
     if !job.result_read {
         jobs::mark_result_read(&mut conn, &state.keys, &job.id).await?;
     }
-    Ok(json_body(body))
+    Ok(json_body(with_progress(body, &job.progress)))
+}
+
+/// The output stream's `result` event: the `progress` answer, as JSON.
+pub(crate) async fn progress_answer(state: AppState) -> Result<Value, MigrationRouteError> {
+    let response = progress(&state).await?;
+    let rendering = |what: String| {
+        MigrationRouteError::Redis(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "rendering the answer",
+            what,
+        )))
+    };
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .map_err(|err| rendering(err.to_string()))?;
+    serde_json::from_slice(&bytes).map_err(|err| rendering(err.to_string()))
+}
+
+/// Adds the job's structured `progress` (SPEC 9: the numbers the stream and
+/// `migrationctl` show) to a rendered answer `{...}`, when there is one. The
+/// cached body stays as it is; only the small object is spliced in.
+fn with_progress(body: Bytes, progress: &Option<MigrationProgress>) -> Bytes {
+    let Some(progress) = progress else {
+        return body;
+    };
+    let Some(rest) = body.strip_prefix(b"{") else {
+        return body;
+    };
+    let mut spliced = Vec::with_capacity(body.len() + 256);
+    spliced.extend_from_slice(b"{\"progress\":");
+    spliced.extend_from_slice(&serde_json::to_vec(progress).unwrap_or_else(|_| b"null".to_vec()));
+    spliced.push(b',');
+    spliced.extend_from_slice(rest);
+    Bytes::from(spliced)
 }
 
 /// A rendered JSON answer.

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod migrations;
 pub mod openapi;
 pub mod reader;
+pub mod stream;
 pub mod writer;
 
 use axum::body::Bytes;

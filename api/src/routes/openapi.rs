@@ -70,7 +70,7 @@ pub fn documented_routes() -> Vec<(String, String)> {
         get_all_doc,
         migrations_doc,
         migrations_slash_doc,
-        // stream_doc: listed once `GET /internal/migrations/stream` is routed
+        stream_doc,
         metrics_doc,
         openapi_doc
     ),
@@ -91,6 +91,7 @@ pub fn documented_routes() -> Vec<(String, String)> {
         MigrationStatus,
         MigrationResult,
         CommandAnswer,
+        ProgressObject,
         StatsAnswer,
         Stats
     )),
@@ -334,6 +335,30 @@ struct CommandAnswer {
     output: Option<String>,
     /// Why the finished command failed.
     exception: Option<String>,
+    /// The job's structured progress (`progress_*` fields of the job
+    /// record, without the prefix); absent until the worker's first report.
+    progress: Option<ProgressObject>,
+}
+
+/// Structured progress of a migrate or finalize job (docs/redis-keys.md).
+#[derive(Serialize, Deserialize, ToSchema)]
+struct ProgressObject {
+    /// Positions of the command's snapshot migrated so far.
+    positions_done: u64,
+    /// Positions of the snapshot.
+    positions_total: u64,
+    /// Live events of those positions migrated so far.
+    events_done: u64,
+    /// Live events of the snapshot.
+    events_total: u64,
+    /// When the current run began counting (ms since the epoch, Redis time).
+    started_at: u64,
+    /// When the numbers were last written (ms since the epoch, Redis time).
+    updated_at: u64,
+    /// Rate of the current run.
+    positions_per_second: f64,
+    /// Rate of the current run.
+    events_per_second: f64,
 }
 
 /// The answer of `stats`.
@@ -457,6 +482,7 @@ fn migrations_slash_doc() {}
     responses(
         (status = 200, description = "`event: line` per output line, then one `event: result` with the final progress answer",
             content_type = "text/event-stream", body = String),
+        (status = 400, description = "`Last-Event-ID` is not an output entry id", body = ErrorAnswer),
         (status = 401, description = "Missing or wrong password", body = ErrorAnswer),
         (status = 500, description = "No internal password configured", body = ErrorAnswer),
         (status = 503, description = "Redis cannot be reached, or too many streams open", body = ErrorAnswer)))]

@@ -3,7 +3,8 @@
 //!
 //! A job is the hash `job:{id}` (fields `id`, `cmd`, `verbose`,
 //! `fingerprint`, `state`, `attempts`, `worker_id`, `created_at`,
-//! `started_at`, `finished_at`, `exception`, `result_read`, `output_lines`)
+//! `started_at`, `finished_at`, `exception`, `result_read`, `output_lines`,
+//! and the `progress_*` fields of [`progress`])
 //! plus the stream `job:{id}:output` (one entry per line, field `line`; a
 //! control entry with field `control` wakes blocked readers). `job:current`
 //! names the current job; at most one job is ever queued or running.
@@ -15,6 +16,7 @@
 
 pub mod lock;
 pub mod output;
+pub mod progress;
 pub mod queue;
 pub mod workers;
 
@@ -26,6 +28,7 @@ pub use output::{
     format_output, read_current_output, read_output, wait_until_finished, JobOutput, JobProgress,
     OutputCursor,
 };
+pub use progress::{MigrationProgress, ProgressUpdate};
 pub use queue::{current_job, current_job_id, enqueue, job, mark_result_read, EnqueueOutcome};
 
 /// SPEC 4.2, exact: a job is queued or running.
@@ -107,7 +110,7 @@ impl JobState {
 }
 
 /// The job hash, parsed. Timestamps are ms since the epoch by Redis's clock.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {
     /// The job id (uuid v4).
     pub id: String,
@@ -133,6 +136,8 @@ pub struct JobRecord {
     pub exception: Option<String>,
     /// Whether the final result was returned to a caller.
     pub result_read: bool,
+    /// The structured progress, once the engine reported some.
+    pub progress: Option<MigrationProgress>,
 }
 
 impl JobRecord {
@@ -173,6 +178,7 @@ impl JobRecord {
             finished_at: number("finished_at"),
             exception: get("exception"),
             result_read: get("result_read").as_deref() == Some("1"),
+            progress: MigrationProgress::from_fields(&fields),
         }))
     }
 }

@@ -23,6 +23,7 @@ use redis::aio::ConnectionLike;
 use redis::streams::{StreamRangeReply, StreamReadReply};
 use redis::{RedisResult, Value};
 
+use super::progress::MigrationProgress;
 use super::{unexpected_reply, JobCommand, JobState};
 use crate::keys::Keys;
 use crate::scripts;
@@ -76,7 +77,7 @@ pub struct OutputCursor {
 
 /// What `progress` needs of the current job's record (a poll reads only
 /// these fields, so that its reply stays small).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JobProgress {
     /// The job id.
     pub id: String,
@@ -86,11 +87,13 @@ pub struct JobProgress {
     pub exception: Option<String>,
     /// Whether the final result was returned to a caller.
     pub result_read: bool,
+    /// The structured progress (`progress_*` fields), once reported.
+    pub progress: Option<MigrationProgress>,
 }
 
 /// The current job and the output lines a reader had not seen, as
 /// [`read_current_output`] found them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JobOutput {
     /// The current job's state, of the same moment as the lines.
     pub job: JobProgress,
@@ -158,8 +161,8 @@ pub async fn read_current_output<C: ConnectionLike>(
             Option<String>,
             Option<String>,
         );
-        let (Some(record), Some(length), Some(entries)) =
-            (reply.next(), reply.next(), reply.next())
+        let (Some(record), Some(length), Some(entries), Some(progress)) =
+            (reply.next(), reply.next(), reply.next(), reply.next())
         else {
             return Err(unexpected_reply("job_progress", &["job".into()]));
         };
@@ -188,6 +191,7 @@ pub async fn read_current_output<C: ConnectionLike>(
             id,
             exception: exception.filter(|exception| !exception.is_empty()),
             result_read: result_read.as_deref() == Some("1"),
+            progress: MigrationProgress::from_values(redis::from_redis_value(progress)?),
         };
         let mut length: u64 = redis::from_redis_value(length)?;
         let mut chunk: StreamRangeReply = redis::from_redis_value(entries)?;

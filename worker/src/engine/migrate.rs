@@ -33,6 +33,8 @@
 
 use std::time::{Duration, Instant};
 
+use migration_shared::jobs::ProgressUpdate;
+
 use super::keyframes::Keyframes;
 use super::pace::Pacer;
 use super::position::migrate_position;
@@ -72,19 +74,34 @@ pub(crate) enum Migrated {
     Done { positions: u64 },
 }
 
-/// Output lines at every 5 % of the work, at most one a second.
+/// Output lines at every 5 % of the work, at most one a second, and the
+/// structured progress (absolute: what earlier runs did counts).
 struct Progress {
     total: u64,
     last_step: u64,
     last_line: Instant,
+    /// Positions and events already migrated when this run began, and the
+    /// snapshot's totals.
+    before: ProgressUpdate,
 }
 
 impl Progress {
-    fn new(total: u64) -> Progress {
+    fn new(total: u64, before: ProgressUpdate) -> Progress {
         Progress {
             total,
             last_step: 0,
             last_line: Instant::now(),
+            before,
+        }
+    }
+
+    fn update(&self, done: u64, events: u64) -> ProgressUpdate {
+        ProgressUpdate {
+            positions_done: self.before.positions_done + done,
+            events_done: self.before.events_done + events,
+            run_positions: done,
+            run_events: events,
+            ..self.before
         }
     }
 
@@ -256,7 +273,17 @@ pub(crate) async fn migrate<S: OutputSink>(
         (u64::from(rate) / 10).clamp(1, engine.batch_positions)
     };
     let started = Instant::now();
-    let mut progress = Progress::new(todo);
+    let mut progress = Progress::new(
+        todo,
+        ProgressUpdate {
+            positions_done: cursor,
+            positions_total: last,
+            events_done: snapshot.events.saturating_sub(events_todo),
+            events_total: snapshot.events,
+            ..ProgressUpdate::default()
+        },
+    );
+    sink.progress(progress.update(0, 0)).await?;
     let mut done = 0u64;
     let mut events_done = 0u64;
     let read = |first: u64| {
@@ -587,5 +614,5 @@ async fn report<S: OutputSink>(
     if let Some(line) = progress.line(done, events_done) {
         sink.line(line).await?;
     }
-    Ok(())
+    sink.progress(progress.update(done, events_done)).await
 }

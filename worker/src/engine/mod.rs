@@ -19,6 +19,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use migration_shared::jobs::ProgressUpdate;
 use migration_shared::keys::Keys;
 use migration_shared::migrations::Registry;
 use migration_shared::redis_client::RedisConnection;
@@ -56,6 +57,17 @@ pub struct EngineOptions {
 pub trait OutputSink: Send {
     /// Appends one line (without a trailing newline).
     fn line(&mut self, line: String) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// The structured progress after a checkpoint landed (and once when the
+    /// migrate loop starts). A sink may keep only the latest; by default it
+    /// is dropped (tests that only read lines).
+    fn progress(
+        &mut self,
+        update: ProgressUpdate,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send {
+        let _ = update;
+        async { Ok(()) }
+    }
 }
 
 /// Why a run stopped without finishing.

@@ -10,12 +10,17 @@
 //! writes nothing more, and `line` then fails with [`EngineError::Fenced`].
 //! A Redis failure is retried (the script skips lines a lost reply already
 //! wrote) until the lease is lost.
+//!
+//! The engine's structured progress travels on the same queue, so it is
+//! written after the lines queued before it; of several queued updates only
+//! the latest is written (`job_record_progress.lua`, fenced too).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use migration_shared::jobs::lock::{self, LeaseError};
+use migration_shared::jobs::progress::{self, ProgressUpdate};
 use migration_shared::keys::Keys;
 use migration_shared::redis_client::RedisConnection;
 use tokio::sync::mpsc;
@@ -40,9 +45,15 @@ pub enum SinkOutcome {
     LeaseLost,
 }
 
+/// What the engine queues for the writer.
+enum Item {
+    Line(String),
+    Progress(ProgressUpdate),
+}
+
 /// Output lines of one job run, written to `job:{id}:output`.
 pub struct RedisOutputSink {
-    sender: Option<mpsc::Sender<String>>,
+    sender: Option<mpsc::Sender<Item>>,
     fenced: Arc<AtomicBool>,
     writer: JoinHandle<SinkOutcome>,
 }
@@ -105,7 +116,21 @@ impl OutputSink for RedisOutputSink {
         }
         let sender = self.sender.as_ref().ok_or(EngineError::Fenced)?;
         // The writer only stops early when fenced or the lease is lost.
-        sender.send(line).await.map_err(|_| EngineError::Fenced)
+        sender
+            .send(Item::Line(line))
+            .await
+            .map_err(|_| EngineError::Fenced)
+    }
+
+    async fn progress(&mut self, update: ProgressUpdate) -> Result<(), EngineError> {
+        if self.fenced.load(Ordering::Acquire) {
+            return Err(EngineError::Fenced);
+        }
+        let sender = self.sender.as_ref().ok_or(EngineError::Fenced)?;
+        sender
+            .send(Item::Progress(update))
+            .await
+            .map_err(|_| EngineError::Fenced)
     }
 }
 
@@ -120,25 +145,64 @@ struct Writer {
     lease_lost: CancellationToken,
 }
 
-async fn write_lines(mut writer: Writer, mut receiver: mpsc::Receiver<String>) -> SinkOutcome {
+async fn write_lines(mut writer: Writer, mut receiver: mpsc::Receiver<Item>) -> SinkOutcome {
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(first) = receiver.recv().await {
         batch.clear();
-        batch.push(first);
-        while batch.len() < BATCH {
-            match receiver.try_recv() {
-                Ok(line) => batch.push(line),
-                Err(_) => break,
+        let mut latest = None;
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Item::Line(line) => batch.push(line),
+                Item::Progress(update) => latest = Some(update),
+            }
+            if batch.len() < BATCH {
+                next = receiver.try_recv().ok();
             }
         }
-        if let Err(outcome) = writer.append(&batch).await {
-            return outcome;
+        if !batch.is_empty() {
+            if let Err(outcome) = writer.append(&batch).await {
+                return outcome;
+            }
+        }
+        if let Some(update) = latest {
+            if let Err(outcome) = writer.record_progress(&update).await {
+                return outcome;
+            }
         }
     }
     SinkOutcome::Written
 }
 
 impl Writer {
+    /// Writes the progress once; a Redis failure only skips this update (the
+    /// next one replaces it), a refusal means the lock is lost.
+    async fn record_progress(&mut self, update: &ProgressUpdate) -> Result<(), SinkOutcome> {
+        let call = progress::record_progress(
+            &mut self.conn,
+            &self.keys,
+            &self.job_id,
+            self.fencing_token,
+            update,
+        );
+        let result = tokio::select! {
+            result = call => result,
+            _ = self.lease_lost.cancelled() => return Err(SinkOutcome::LeaseLost),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(LeaseError::Fenced) => {
+                self.fenced.store(true, Ordering::Release);
+                tracing::warn!(job_id = %self.job_id, "progress refused: the lock is no longer ours");
+                Err(SinkOutcome::Fenced)
+            }
+            Err(LeaseError::Redis(err)) => {
+                tracing::warn!(job_id = %self.job_id, error = %err, "writing progress failed; the next update replaces it");
+                Ok(())
+            }
+        }
+    }
+
     async fn append(&mut self, batch: &[String]) -> Result<(), SinkOutcome> {
         let mut delay = Duration::from_millis(50);
         loop {
