@@ -33,10 +33,12 @@
 pub mod binaries;
 pub mod client;
 pub mod cluster;
+pub mod deployment;
 pub mod inspect;
 pub mod options;
 pub mod process;
 pub mod requests;
+pub mod topology;
 
 pub use binaries::{binary_path, Binary};
 pub use client::{write_request, ApiClient, Auth};

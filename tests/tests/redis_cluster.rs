@@ -1,0 +1,117 @@
+//! SPEC 8 on a Redis Cluster: six nodes (three primaries, three replicas)
+//! made with `redis-cli --cluster create` ([`ClusterTopology`]), the
+//! binaries on `REDIS_URL=redis+cluster://...`. Every key of a datastore
+//! carries the `{PREFIX}` hash tag, so each datastore lives in one slot and
+//! every script runs on one node; several prefixes spread over the nodes.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use migration_tests::binaries::Binary;
+use migration_tests::deployment::{route_flow, Deployment};
+use migration_tests::process::run_to_exit;
+use migration_tests::topology::ClusterTopology;
+use migration_tests::ServiceOptions;
+
+#[tokio::test]
+async fn the_route_flow_runs_on_a_redis_cluster() {
+    let topology = ClusterTopology::start();
+    let deployment = Deployment::start(&topology.url(), "cluster", 1, |options| options);
+    deployment
+        .wait_for_workers(1, Duration::from_secs(30))
+        .await;
+    route_flow(&deployment.client(), 30).await;
+}
+
+/// Prefixes whose slots belong to three different primaries.
+fn prefixes_on_distinct_primaries(topology: &ClusterTopology) -> Vec<String> {
+    let mut primaries = BTreeSet::new();
+    let mut chosen = Vec::new();
+    for candidate in (0..200).map(|n| format!("tenant{n}")) {
+        let port = topology
+            .primary_port_for_key(&format!("{{{candidate}}}:probe"))
+            .expect("slot map");
+        if primaries.insert(port) {
+            chosen.push(candidate);
+        }
+        if chosen.len() == 3 {
+            return chosen;
+        }
+    }
+    panic!("200 prefixes hash to fewer than three primaries");
+}
+
+#[tokio::test]
+async fn datastores_with_different_prefixes_migrate_at_once_without_touching_each_other() {
+    let topology = ClusterTopology::start();
+    let prefixes = prefixes_on_distinct_primaries(&topology);
+    let deployments: Vec<Deployment> = prefixes
+        .iter()
+        .map(|prefix| Deployment::start(&topology.url(), prefix, 1, |options| options))
+        .collect();
+    for deployment in &deployments {
+        deployment
+            .wait_for_workers(1, Duration::from_secs(30))
+            .await;
+    }
+    // Different sizes: a datastore that saw another's positions, jobs or
+    // models would not match its own expectation.
+    let flows: Vec<_> = deployments
+        .iter()
+        .zip([20u64, 27, 34])
+        .map(|(deployment, positions)| {
+            let client = deployment.client();
+            tokio::spawn(async move { route_flow(&client, positions).await })
+        })
+        .collect();
+    for flow in flows {
+        flow.await.expect("a route flow panicked");
+    }
+
+    // Every key in the Cluster belongs to one of the three datastores.
+    let mut foreign = Vec::new();
+    for node in &topology.nodes {
+        let keys: Vec<String> = node.query(redis::cmd("KEYS").arg("*")).unwrap_or_default();
+        foreign.extend(keys.into_iter().filter(|key| {
+            !prefixes
+                .iter()
+                .any(|prefix| key.starts_with(&format!("{{{prefix}}}:")))
+        }));
+    }
+    assert!(foreign.is_empty(), "keys outside the prefixes: {foreign:?}");
+    // ... and each datastore's keys are on its own primary: three nodes
+    // ran the scripts, each for one datastore.
+    for prefix in &prefixes {
+        let port = topology
+            .primary_port_for_key(&format!("{{{prefix}}}:probe"))
+            .expect("slot map");
+        let node = topology
+            .nodes
+            .iter()
+            .find(|node| node.port == port)
+            .unwrap();
+        let keys: Vec<String> = node
+            .query(redis::cmd("KEYS").arg(format!("{{{prefix}}}:*")))
+            .unwrap();
+        assert!(keys.len() > 3, "{prefix} on {port}: {keys:?}");
+    }
+}
+
+#[test]
+fn a_cluster_url_with_a_database_stops_both_binaries_with_exit_2() {
+    for binary in [Binary::Api, Binary::Worker] {
+        let options = ServiceOptions::new("redis+cluster://127.0.0.1:7000,127.0.0.1:7001/3")
+            .api_addr("127.0.0.1:0");
+        let output = run_to_exit(binary, &options, &[], Duration::from_secs(30));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{}: {stderr}", binary.name());
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{}: {stderr}", binary.name());
+        assert!(
+            lines[0].contains("REDIS_URL") && lines[0].contains("only database 0"),
+            "{}: {}",
+            binary.name(),
+            lines[0]
+        );
+    }
+}
