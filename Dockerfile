@@ -9,8 +9,8 @@
 # Build and runtime stages use the same Debian release, so the binaries find
 # the glibc they were linked against. No Docker engine runs where the tests
 # run: tests/tests/compose_file.rs checks this file against the workspace
-# (members, non-root user, both binaries, files the sources embed), and
-# `python3 deploy/simulate_docker_build.py` runs the build stage on the host.
+# and the compose file (every member's manifest, the binaries compose runs,
+# the non-root user, the files the sources embed).
 
 # Pinned for reproducible images; at least the workspace's `rust-version`.
 ARG RUST_VERSION=1.95

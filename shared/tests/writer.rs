@@ -3,7 +3,7 @@
 
 use migration_shared::datastore::{parse_write_body, Datastore, Fqid, WriteError, WriteRequest};
 use migration_shared::keys::Keys;
-use migration_shared::test_support::RedisServer;
+use migration_tests::RedisServer;
 use redis::Commands;
 use serde_json::{json, Value};
 

@@ -148,6 +148,23 @@ impl ApiClient {
         self.get("/system/action/health").await
     }
 
+    /// Polls `GET /health` until it answers `200`; panics after `timeout`
+    /// (for a Redis that comes back).
+    pub async fn wait_until_healthy(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, body) = self.health().await;
+            if status == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "health never answered 200 within {timeout:?}; last: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     // ----- datastore (SPEC section 5.1) -----
 
     /// `POST /internal/datastore/writer/write` with one request or an array.

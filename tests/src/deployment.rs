@@ -15,22 +15,11 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 
 use crate::client::{ApiClient, Auth};
+pub use crate::migration_jobs::{seed, MIGRATIONS};
 use crate::options::ServiceOptions;
 use crate::process::{ApiProcess, WorkerProcess};
-use crate::requests::{create, update, write_request_with_mi};
 
-/// Three migrations (MI 1 -> 4) over `motion`, as in SPEC section 6.
-pub const FLOW_MIGRATIONS: &str = r#"{"migrations": [
-  {"name": "0002_rename_title", "ops": [
-    {"op": "rename_field", "collection": "motion", "old": "title", "new": "name"}]},
-  {"name": "0003_defaults", "ops": [
-    {"op": "add_field", "collection": "motion", "field": "weight", "default": 0},
-    {"op": "remove_fields", "collection": "motion", "fields": ["legacy"]}]},
-  {"name": "0004_check", "ops": [
-    {"op": "require_fields", "collection": "motion", "fields": ["name"]}]}
-]}"#;
-
-/// The target migration index of [`FLOW_MIGRATIONS`].
+/// The target migration index of [`MIGRATIONS`].
 pub const FLOW_TARGET_MI: u64 = 4;
 
 /// Api replicas and workers of one datastore (one `REDIS_KEY_PREFIX`) on a
@@ -47,7 +36,7 @@ pub struct Deployment {
 
 impl Deployment {
     /// One api and `workers` workers on `redis_url` under `prefix`, with
-    /// [`FLOW_MIGRATIONS`]; `configure` changes the options of every
+    /// [`MIGRATIONS`]; `configure` changes the options of every
     /// process (lease, throttle, `SSL_CERT_FILE`...).
     pub fn start(
         redis_url: &str,
@@ -63,7 +52,7 @@ impl Deployment {
         let password_file = dir.path().join("internal_auth_password");
         std::fs::write(&password_file, &password).expect("write the password file");
         let migrations_file = dir.path().join("migrations.json");
-        std::fs::write(&migrations_file, FLOW_MIGRATIONS).expect("write the migrations file");
+        std::fs::write(&migrations_file, MIGRATIONS).expect("write the migrations file");
         let options = configure(
             ServiceOptions::new(redis_url)
                 .key_prefix(prefix)
@@ -151,37 +140,10 @@ impl Drop for Deployment {
     }
 }
 
-/// Whether position `p` of the seed updates `motion/{p-1}` (every third
+/// Whether position `p` of [`seed`] updates `motion/{p-1}` (every third
 /// from 6 on) instead of creating `motion/p`.
 fn updates_previous(p: u64) -> bool {
     p % 3 == 0 && p > 3
-}
-
-/// Writes `positions` positions at MI 1 in bodies of up to 50 requests:
-/// position `p` creates `motion/p` (`title`, `legacy`), except every third
-/// from 6 on, which updates `motion/{p-1}` (new `title`, `legacy` removed),
-/// so every migration has work.
-pub async fn seed(client: &ApiClient, positions: u64) {
-    let requests: Vec<Value> = (1..=positions)
-        .map(|p| {
-            let events = if updates_previous(p) {
-                json!([update(
-                    &format!("motion/{}", p - 1),
-                    json!({"title": format!("T{p}"), "legacy": null})
-                )])
-            } else {
-                json!([create(
-                    &format!("motion/{p}"),
-                    json!({"title": format!("M{p}"), "legacy": p})
-                )])
-            };
-            write_request_with_mi(events, 1)
-        })
-        .collect();
-    for chunk in requests.chunks(50) {
-        let (status, body) = client.write(Value::Array(chunk.to_vec())).await;
-        assert_eq!(status, 200, "seeding failed: {body}");
-    }
 }
 
 /// `get_all motion` after [`seed`] of `positions`, before (`migrated:

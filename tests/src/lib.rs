@@ -1,5 +1,8 @@
-//! The end-to-end test harness: a private `redis-server` and the REAL
-//! `migration-api` / `migration-worker` binaries, each test its own.
+//! The one test harness of the workspace: the end-to-end tests
+//! (`tests/tests/`) run a private `redis-server` and the REAL
+//! `migration-api` / `migration-worker` binaries, each test its own; the
+//! engine tests (`worker/tests/`) and the writer tests (`shared/tests/`) use
+//! the same crate as a dev-dependency.
 //!
 //! A test reads like the SPEC:
 //!
@@ -26,6 +29,21 @@
 //! - [`ApiClient`]: HTTP with the SPEC section 3 `Authorization` header, the
 //!   datastore routes and the migration route.
 //!
+//! - [`migration_jobs`]: the migrations, seed data and job-key looks of the
+//!   migration-route tests.
+//! - [`engine`]: the engine tests' set-up ([`engine::Setup`]: a private Redis
+//!   with the job lock held), output sinks, key dumps, and the test
+//!   migrations of [`test_migrations`]; [`LiveWriter`] writes live datastore
+//!   content in the documented format without the writer.
+//!
+//! - [`topology`]: the Redis deployments of SPEC 8 as loopback processes
+//!   (Sentinel, Cluster, TLS); [`deployment`]: the binaries on any
+//!   `REDIS_URL` and prefix, and the route flow each deployment must pass.
+//!
+//! [`RedisServer`] itself stays in `migration_shared::test_support`, because
+//! the unit tests inside `migration-shared` and `migration-worker` use it and
+//! cannot depend on this crate; it is re-exported here.
+//!
 //! The binaries are looked up next to the test executable and built once per
 //! test process ([`binaries`]). Nothing here talks to the Redis on port 6379:
 //! every inherited SPEC variable is removed from the child's environment.
@@ -34,16 +52,21 @@ pub mod binaries;
 pub mod client;
 pub mod cluster;
 pub mod deployment;
+pub mod engine;
 pub mod inspect;
+pub mod live_writer;
+pub mod migration_jobs;
 pub mod options;
 pub mod process;
 pub mod requests;
+pub mod test_migrations;
 pub mod topology;
 
 pub use binaries::{binary_path, Binary};
 pub use client::{write_request, ApiClient, Auth};
 pub use cluster::{TestCluster, TestClusterBuilder};
 pub use inspect::DatastoreSnapshot;
+pub use live_writer::LiveWriter;
 pub use migration_shared::keys::Keys;
 pub use migration_shared::test_support::RedisServer;
 pub use options::ServiceOptions;

@@ -596,11 +596,7 @@ async fn an_api_started_while_redis_is_down_answers_503_then_recovers() {
     assert_error(status, &body, 503);
 
     cluster.redis.restart();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while api.health().await.0 != 200 {
-        assert!(Instant::now() < deadline, "health never recovered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    api.wait_until_healthy(Duration::from_secs(15)).await;
     assert_eq!(
         api.write_events(json!([create("motion/1", json!({}))]))
             .await,

@@ -37,8 +37,8 @@
 //! Also checked: every environment variable the docs name exists (in
 //! `migration-api --help`, or, for the scripts' and the harness's own
 //! variables, in the file that reads it); README's configuration table has
-//! every variable with `--help`'s default (`tests/tests/compose_file.rs`
-//! checks `docs/configuration.md` the same way); the two exact messages of
+//! every variable with `--help`'s default, and so has every section of
+//! `docs/configuration.md`; the two exact messages of
 //! SPEC 4.2 are quoted in README's troubleshooting section.
 
 use std::collections::BTreeSet;
@@ -696,6 +696,31 @@ fn readme_configuration_table_has_every_variable_with_its_real_default() {
             ),
             None => assert_eq!(cell, "unset", "{variable} has no default"),
         }
+    }
+}
+
+#[test]
+fn configuration_doc_has_every_variable_with_its_real_default() {
+    let doc = read("docs/configuration.md");
+    for (variable, default) in help_defaults(Binary::Api) {
+        let heading = format!("### `{variable}`");
+        let section = doc
+            .split(&heading)
+            .nth(1)
+            .unwrap_or_else(|| panic!("docs/configuration.md has no section {heading}"));
+        let line = section
+            .lines()
+            .find(|line| line.starts_with("- **Default:**"))
+            .unwrap_or_else(|| panic!("{heading} names no default"));
+        let documented = line
+            .split('`')
+            .nth(1)
+            .filter(|_| !line.contains("**Default:** unset"));
+        assert_eq!(
+            documented,
+            default.as_deref(),
+            "docs/configuration.md and migration-api --help disagree on the default of {variable}"
+        );
     }
 }
 

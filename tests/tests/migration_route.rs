@@ -2,11 +2,9 @@
 //! errors and authentication, the responses of SPEC 4.1 and the cluster-wide
 //! rules of SPEC 4.2, asked of two api replicas on one Redis.
 
-mod migration_common;
-
 use std::time::Duration;
 
-use migration_common::*;
+use migration_tests::migration_jobs::*;
 use migration_tests::requests::{assert_error, create, write_request_with_mi};
 use migration_tests::Auth;
 use serde_json::{json, Value};
@@ -394,23 +392,15 @@ async fn with_redis_down_the_route_answers_503_and_works_again_once_it_is_back()
     cluster.redis.restart();
     cluster.wait_for_workers(1, Duration::from_secs(20)).await;
     for index in 0..2 {
-        wait_for_health(&cluster.client_for(index)).await;
+        cluster
+            .client_for(index)
+            .wait_until_healthy(Duration::from_secs(20))
+            .await;
     }
     let client = cluster.client_for(1);
     seed(&client, 3).await;
     let answer = final_answer(&client, "migrate", Duration::from_secs(30)).await;
     assert_eq!(answer["status"], "finalization_required", "{answer}");
-}
-
-async fn wait_for_health(client: &migration_tests::ApiClient) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while client.health().await.0 != 200 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "api never healthy again"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]

@@ -2,11 +2,9 @@
 //! or run other migrations, with two workers (and two api replicas) on one
 //! private Redis and a 1 s lease.
 
-mod migration_common;
-
 use std::time::{Duration, Instant};
 
-use migration_common::*;
+use migration_tests::migration_jobs::*;
 use migration_tests::{ApiClient, DatastoreSnapshot, TestCluster};
 use redis::Commands;
 

@@ -8,15 +8,13 @@
 //! figures. Seeding runs in its own process so that the engine's peak RSS
 //! (VmHWM) is the engine's alone.
 
-#[path = "../tests/engine_common/live.rs"]
-mod live;
-
 use std::sync::Arc;
 use std::time::Instant;
 
 use migration_shared::datastore::{Event, Fields};
 use migration_shared::keys::Keys;
 use migration_shared::migrations::Registry;
+use migration_tests::LiveWriter;
 use migration_worker::engine::{Command, Engine, EngineError, EngineOptions, Fence, OutputSink};
 use serde_json::json;
 
@@ -38,7 +36,7 @@ fn fields(value: serde_json::Value) -> Fields {
 
 fn seed(url: &str, positions: u64) -> Result<(), Box<dyn std::error::Error>> {
     let mut conn = redis::Client::open(url)?.get_connection()?;
-    let mut writer = live::LiveWriter::new(Keys::new(PREFIX));
+    let mut writer = LiveWriter::new(Keys::new(PREFIX));
     let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move || {
         rng ^= rng << 13;

@@ -2,21 +2,11 @@
 //! every event type, through the engine, on data written by the real write
 //! route code (`Datastore::write`) and read back with its readers.
 
-mod engine_common;
-
-use std::path::Path;
-use std::sync::Arc;
-
-use engine_common::*;
 use migration_shared::datastore::writer::Datastore;
 use migration_shared::datastore::{request::WriteRequest, Fqid};
-use migration_shared::migrations::Registry;
+use migration_tests::engine::*;
 use migration_worker::engine::{Command, EngineError};
 use serde_json::{json, Value};
-
-fn file_registry(text: Value) -> Arc<Registry> {
-    Arc::new(Registry::from_json(Path::new("migrations.json"), &text.to_string()).unwrap())
-}
 
 async fn write(datastore: &Datastore, body: Value) -> Vec<u64> {
     let requests: Vec<WriteRequest> = serde_json::from_value(body).unwrap();

@@ -2,12 +2,10 @@
 //! anything is written; a failing migration names the position and the
 //! migration, in the exception and in the output's last line.
 
-mod engine_common;
-
 use std::sync::Arc;
 
-use engine_common::*;
 use migration_shared::migrations::{Migration, Registry};
+use migration_tests::engine::*;
 use migration_worker::engine::{Command, EngineError};
 use redis::Commands;
 use serde_json::json;

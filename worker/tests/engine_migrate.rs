@@ -1,10 +1,8 @@
 //! `migrate` and `finalize` semantics (SPEC 6.1): what ends up in the
 //! migration area and, after finalize, in the live datastore.
 
-mod engine_common;
-
-use engine_common::*;
 use migration_shared::datastore::Model;
+use migration_tests::engine::*;
 use migration_worker::engine::{Command, EngineError, EngineOptions};
 use serde_json::json;
 
@@ -352,7 +350,7 @@ async fn migrations_read_old_and_new_context() {
         json!({"text": "t", "seen_old": "B", "seen_new": "B"})
     );
     // And old really is the unmigrated view for the first migration.
-    let registry = engine_common::registry(vec![
+    let registry = migration_tests::engine::registry(vec![
         std::sync::Arc::new(ReadsContext),
         identity("0003_noop"),
     ]);

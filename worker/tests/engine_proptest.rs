@@ -8,14 +8,12 @@
 //! `meta_position` is not compared: a migration that empties an event drops
 //! it, so the last position that changed a model may legitimately move.
 
-mod engine_common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use engine_common::*;
 use migration_shared::datastore::Fields;
 use migration_shared::migrations::Migration;
+use migration_tests::engine::*;
 use migration_worker::engine::Command;
 use proptest::prelude::*;
 use serde_json::{json, Value};

@@ -1,12 +1,10 @@
 //! Durability (SPEC 6.1): an interrupted `migrate` or `finalize` resumes at the
 //! last checkpoint and ends byte-identical to an uninterrupted run.
 
-mod engine_common;
-
 use std::sync::Arc;
 
-use engine_common::*;
 use migration_shared::migrations::Registry;
+use migration_tests::engine::*;
 use migration_worker::engine::{Command, EngineError};
 use serde_json::json;
 

@@ -1,10 +1,8 @@
 //! The guarantees of the engine's Lua scripts, checked by calling them
 //! directly: a refused script (FENCED, STALE) writes nothing.
 
-mod engine_common;
-
-use engine_common::*;
 use migration_shared::scripts::{CHECKPOINT, FENCED, FINALIZE, STALE};
+use migration_tests::engine::*;
 use migration_worker::engine::Command;
 use serde_json::json;
 

@@ -1,12 +1,10 @@
 //! `stats` (SPEC 6.1) in every state the engine can leave the datastore in.
 
-mod engine_common;
-
 use std::sync::Arc;
 
-use engine_common::*;
 use migration_shared::migrations::Registry;
 use migration_shared::stats::{read_stats, MigrationState, Stats};
+use migration_tests::engine::*;
 use migration_worker::engine::{Command, EngineError};
 use serde_json::json;
 

@@ -1,16 +1,15 @@
-//! Helpers shared by the `migration_*` end-to-end tests: the migrations they
-//! run, a datastore to migrate, and looks into the job's Redis keys.
+//! Helpers of the migration-route end-to-end tests
+//! (`tests/tests/migration_*.rs`): the migrations they run, a datastore to
+//! migrate, and looks into the job's Redis keys.
 //!
-//! Everything runs through the real binaries ([`migration_tests`]); Redis is
+//! Everything runs through the real binaries ([`TestCluster`]); Redis is
 //! only read here (or stopped), never written behind the product's back.
-
-#![allow(dead_code, unreachable_pub)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use migration_tests::requests::{create, update, write_request_with_mi};
-use migration_tests::{ApiClient, TestCluster};
+use crate::requests::{create, update, write_request_with_mi};
+use crate::{ApiClient, TestCluster};
 use redis::Commands;
 use serde_json::{json, Value};
 
@@ -94,19 +93,10 @@ pub async fn wait_for_job_state(
     state: &str,
     timeout: Duration,
 ) -> HashMap<String, String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let job = current_job(cluster);
-        if job.get("state").map(String::as_str) == Some(state) {
-            return job;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job never reached state {state} within {timeout:?}: {job:?}\n{}",
-            cluster.log_tails()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_job(cluster, &format!("state {state}"), timeout, |job| {
+        job.get("state").map(String::as_str) == Some(state)
+    })
+    .await
 }
 
 /// Waits until `condition` holds for the current job; panics after `timeout`.

@@ -1,10 +1,10 @@
 //! Writes live datastore content directly in the documented Redis format
 //! (docs/architecture.md), the way the write route stores it: used by the
-//! engine tests and the benchmark until (and besides) the writer.
+//! engine tests and the engine benchmark (`worker/examples/bench.rs`), which
+//! need a datastore without going through the writer.
 //!
 //! It keeps the models in memory to build the projection, so it is meant for
 //! one writer on a fresh datastore.
-#![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeSet;
 

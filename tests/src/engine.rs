@@ -1,24 +1,28 @@
-//! The one harness of the engine tests: a private Redis, live datastore
-//! content written directly in the documented format (until the writer is
-//! merged), an output sink that keeps the lines, small test migrations, and
-//! a dump of every key for byte-exact comparisons.
-#![allow(dead_code, unreachable_pub)]
-
-pub mod live;
+//! The engine tests' harness (`worker/tests/engine_*.rs`): a private Redis
+//! with the job lock held, live datastore content written directly in the
+//! documented format ([`LiveWriter`]), output sinks that keep the lines, and
+//! a dump of every key for byte-exact comparisons. The engine runs in the
+//! test process here, not as a binary: these tests drive
+//! `migration_worker::engine` directly.
+//!
+//! The test migrations and registries are in [`crate::test_migrations`] and
+//! re-exported here, so one `use migration_tests::engine::*;` is a test's
+//! whole set-up.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use migration_shared::datastore::{Event, Fqid, Model, Models};
 use migration_shared::keys::Keys;
-use migration_shared::migrations::{Migration, MigrationContext, MigrationError, Registry};
+use migration_shared::migrations::Registry;
 use migration_shared::test_support::RedisServer;
 use migration_worker::engine::{Command, Engine, EngineError, EngineOptions, Fence, OutputSink};
 use redis::Commands;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-pub use live::LiveWriter;
+pub use crate::live_writer::LiveWriter;
+pub use crate::test_migrations::*;
 
 pub const PREFIX: &str = "t";
 pub const TOKEN: u64 = 7;
@@ -35,6 +39,9 @@ pub struct Setup {
 }
 
 impl Setup {
+    /// Starts the private Redis and takes the lock with [`TOKEN`].
+    // No `Default`: starting a redis-server is not a default value.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Setup {
         let server = RedisServer::start();
         let mut conn = server.connection();
@@ -198,213 +205,8 @@ impl OutputSink for CancelAfter {
     }
 }
 
-pub fn registry(migrations: Vec<Arc<dyn Migration>>) -> Arc<Registry> {
-    Arc::new(Registry::new(migrations))
-}
-
 pub fn fqid(text: &str) -> Fqid {
     text.parse().unwrap()
-}
-
-// ----- test migrations -----
-
-/// Applies `f` to each event of `collection`; `f` returns the replacement
-/// events (possibly none, possibly several).
-pub struct MapEvents {
-    pub name: String,
-    pub collection: String,
-    #[allow(clippy::type_complexity)]
-    pub f: Box<dyn Fn(Event) -> Vec<Event> + Send + Sync>,
-}
-
-impl Migration for MapEvents {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn fingerprint_source(&self) -> String {
-        format!("map {} {}", self.name, self.collection)
-    }
-    fn migrate(
-        &self,
-        _context: &MigrationContext<'_>,
-        events: Vec<Event>,
-    ) -> Result<Vec<Event>, MigrationError> {
-        Ok(events
-            .into_iter()
-            .flat_map(|event| {
-                if event.fqid().collection() == self.collection {
-                    (self.f)(event)
-                } else {
-                    vec![event]
-                }
-            })
-            .collect())
-    }
-}
-
-fn rename_in(fields: &mut serde_json::Map<String, Value>, old: &str, new: &str) {
-    if let Some(value) = fields.remove(old) {
-        fields.insert(new.to_string(), value);
-    }
-}
-
-/// `rename_field` as SPEC 6 describes it.
-pub fn rename_field(name: &str, collection: &str, old: &str, new: &str) -> Arc<dyn Migration> {
-    let (old, new) = (old.to_string(), new.to_string());
-    Arc::new(MapEvents {
-        name: name.into(),
-        collection: collection.into(),
-        f: Box::new(move |mut event| {
-            match &mut event {
-                Event::Create { fields, .. } | Event::Update { fields, .. } => {
-                    rename_in(fields, &old, &new)
-                }
-                Event::Deletefields { fields, .. } => {
-                    for field in fields.iter_mut() {
-                        if *field == old {
-                            *field = new.clone();
-                        }
-                    }
-                }
-                Event::Listfields { add, remove, .. } => {
-                    for list in [add, remove] {
-                        if let Some(values) = list.remove(&old) {
-                            list.insert(new.clone(), values);
-                        }
-                    }
-                }
-                Event::Delete { .. } | Event::Restore { .. } => {}
-            }
-            vec![event]
-        }),
-    })
-}
-
-/// `add_field`: a create without `field` gets `default`.
-pub fn add_field(name: &str, collection: &str, field: &str, default: Value) -> Arc<dyn Migration> {
-    let field = field.to_string();
-    Arc::new(MapEvents {
-        name: name.into(),
-        collection: collection.into(),
-        f: Box::new(move |mut event| {
-            if let Event::Create { fields, .. } = &mut event {
-                fields
-                    .entry(field.clone())
-                    .or_insert_with(|| default.clone());
-            }
-            vec![event]
-        }),
-    })
-}
-
-/// `remove_fields`: drops the fields from every event of the collection.
-pub fn remove_field(name: &str, collection: &str, field: &str) -> Arc<dyn Migration> {
-    let field = field.to_string();
-    Arc::new(MapEvents {
-        name: name.into(),
-        collection: collection.into(),
-        f: Box::new(move |mut event| {
-            match &mut event {
-                Event::Create { fields, .. } | Event::Update { fields, .. } => {
-                    fields.remove(&field);
-                }
-                Event::Deletefields { fields, .. } => fields.retain(|f| *f != field),
-                Event::Listfields { add, remove, .. } => {
-                    add.remove(&field);
-                    remove.remove(&field);
-                }
-                Event::Delete { .. } | Event::Restore { .. } => {}
-            }
-            vec![event]
-        }),
-    })
-}
-
-/// A migration whose every output is its input.
-pub fn identity(name: &str) -> Arc<dyn Migration> {
-    Arc::new(MapEvents {
-        name: name.into(),
-        collection: "no_collection".into(),
-        f: Box::new(|event| vec![event]),
-    })
-}
-
-/// Fails at the first create of `collection`.
-pub struct FailOnCreate {
-    pub name: String,
-    pub collection: String,
-}
-
-impl Migration for FailOnCreate {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn fingerprint_source(&self) -> String {
-        format!("fail {}", self.collection)
-    }
-    fn migrate(
-        &self,
-        _context: &MigrationContext<'_>,
-        events: Vec<Event>,
-    ) -> Result<Vec<Event>, MigrationError> {
-        for event in &events {
-            if let Event::Create { fqid, .. } = event {
-                if fqid.collection() == self.collection {
-                    return Err(MigrationError(format!("{fqid} lacks field 'name'")));
-                }
-            }
-        }
-        Ok(events)
-    }
-}
-
-/// Records what the migration saw in its context: for every `update` of a
-/// `motion`, writes the old and new `title`/`name` of the model into the
-/// update as `seen_old`/`seen_new`.
-pub struct ReadsContext;
-
-impl Migration for ReadsContext {
-    fn name(&self) -> &str {
-        "reads_context"
-    }
-    fn fingerprint_source(&self) -> String {
-        "reads_context".into()
-    }
-    fn migrate(
-        &self,
-        context: &MigrationContext<'_>,
-        events: Vec<Event>,
-    ) -> Result<Vec<Event>, MigrationError> {
-        Ok(events
-            .into_iter()
-            .map(|mut event| {
-                if let Event::Update { fqid, fields } = &mut event {
-                    let field = |models: Option<&Model>| -> Value {
-                        models
-                            .map(|m| {
-                                let f = &m.fields;
-                                f.get("title")
-                                    .or(f.get("name"))
-                                    .cloned()
-                                    .unwrap_or(Value::Null)
-                            })
-                            .unwrap_or(Value::Null)
-                    };
-                    let old = field(context.old_model(fqid));
-                    let new = field(context.new_model(fqid));
-                    fields.insert(
-                        "seen_old".into(),
-                        if old.is_null() { json!("-") } else { old },
-                    );
-                    fields.insert(
-                        "seen_new".into(),
-                        if new.is_null() { json!("-") } else { new },
-                    );
-                }
-                event
-            })
-            .collect())
-    }
 }
 
 /// The models after applying every event to nothing, for comparisons.
@@ -465,33 +267,6 @@ pub fn rich_history(setup: &mut Setup, positions: u64, seed: u64) {
         }
         setup.write(1, events);
     }
-}
-
-/// Three chained migrations 1 -> 4 touching every declarative kind of change.
-pub fn chain_registry() -> Arc<Registry> {
-    registry(vec![
-        rename_field("0002_rename", "motion", "title", "name"),
-        add_field("0003_add", "motion", "weight", json!(0)),
-        remove_field("0004_remove", "motion", "legacy"),
-    ])
-}
-
-/// The operations of [`chain_registry`] as declarative migrations (the
-/// `MIGRATIONS_FILE` kind): none reads the context, so the engine keeps only
-/// the target keyframe.
-pub fn declarative_chain_registry() -> Arc<Registry> {
-    let text = json!({"migrations": [
-        {"name": "0002_rename", "ops": [
-            {"op": "rename_field", "collection": "motion", "old": "title", "new": "name"}]},
-        {"name": "0003_add", "ops": [
-            {"op": "add_field", "collection": "motion", "field": "weight", "default": 0}]},
-        {"name": "0004_remove", "ops": [
-            {"op": "remove_fields", "collection": "motion", "fields": ["legacy"]}]}
-    ]});
-    let registry =
-        Registry::from_json(std::path::Path::new("migrations.json"), &text.to_string()).unwrap();
-    assert!(!registry.reads_context());
-    Arc::new(registry)
 }
 
 /// Runs `command` with `batch` positions per checkpoint, cancelling after
