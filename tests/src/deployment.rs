@@ -261,3 +261,102 @@ pub async fn route_flow(client: &ApiClient, positions: u64) -> FlowResult {
     assert_flow(&result, positions);
     result
 }
+
+/// The number of output lines in a `progress` answer.
+fn output_lines(body: &Value) -> usize {
+    body["output"]
+        .as_str()
+        .map_or(0, |output| output.lines().count())
+}
+
+/// The highest `<done>` of the output's `Migrated <done> of ...` lines.
+fn migrated_so_far(body: &Value) -> u64 {
+    body["output"]
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            line.strip_prefix("Migrated ")?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// A command run with a fault in the middle.
+#[derive(Debug)]
+pub struct Disturbed {
+    /// The command's final `progress` answer.
+    pub answer: Value,
+    /// From the fault to the job's next output line (what an operator
+    /// polling `progress` waits): the failover time the tests report.
+    pub fault_to_next_line: Duration,
+    /// `progress` polls after the fault that did not answer `200`.
+    pub failed_polls: usize,
+}
+
+/// Posts `cmd`, waits until a progress line of its output counts at least
+/// `fault_at` migrated positions (the job is in the middle of its work), calls
+/// `fault` (e.g. `kill -9` of the Redis primary), then polls `progress`
+/// until the job has finished. Polls that fail while Redis fails over are
+/// counted, not fatal: the answer that counts is the final one.
+pub async fn run_with_fault(
+    client: &ApiClient,
+    cmd: &str,
+    fault_at: u64,
+    fault: impl FnOnce(),
+) -> Disturbed {
+    let (status, body) = client.post_migration(cmd).await;
+    assert_eq!(status, 200, "{cmd} was not accepted: {body}");
+    // Only `progress` is allowed while the job runs: its progress lines
+    // (`Migrated <done> of <total> positions ...`) say how far it is.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let body = loop {
+        let (status, body) = client.progress().await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["status"], "migration_running",
+            "{cmd} ended before the fault: {body}"
+        );
+        if migrated_so_far(&body) >= fault_at {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "{cmd} made no progress: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let lines_at_fault = output_lines(&body);
+    fault();
+    let faulted = Instant::now();
+    let mut fault_to_next_line = None;
+    let mut failed_polls = 0;
+    let deadline = faulted + Duration::from_secs(180);
+    loop {
+        let (status, body) = client.progress().await;
+        if status == 200 {
+            if fault_to_next_line.is_none() && output_lines(&body) > lines_at_fault {
+                fault_to_next_line = Some(faulted.elapsed());
+            }
+            if body["status"] != "migration_running" {
+                return Disturbed {
+                    answer: body,
+                    fault_to_next_line: fault_to_next_line.unwrap_or_else(|| faulted.elapsed()),
+                    failed_polls,
+                };
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{cmd} still running 180 s after the fault: {body}"
+            );
+        } else {
+            failed_polls += 1;
+            assert!(
+                Instant::now() < deadline,
+                "progress still failing 180 s after the fault: {status} {body}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -181,6 +181,37 @@ impl RedisNode {
             .map(|(_, value)| value)
     }
 
+    /// True when this primary has `replicas` online replicas that have
+    /// acknowledged everything it wrote (`INFO replication` offsets), so a
+    /// failover now loses nothing the test wrote before.
+    pub fn replicas_caught_up(&self, replicas: usize) -> bool {
+        let Ok(info) = self.info("replication") else {
+            return false;
+        };
+        let field = |name: &str| info.iter().find(|(f, _)| f == name).map(|(_, v)| v.clone());
+        let Some(offset) = field("master_repl_offset") else {
+            return false;
+        };
+        let caught_up = info
+            .iter()
+            .filter(|(name, _)| name.starts_with("slave") && name[5..].parse::<u32>().is_ok())
+            .filter(|(_, value)| {
+                value.contains("state=online") && value.contains(&format!("offset={offset},"))
+            })
+            .count();
+        caught_up >= replicas
+    }
+
+    /// Waits until [`RedisNode::replicas_caught_up`].
+    pub fn wait_for_replicas(&self, replicas: usize) {
+        wait_for(
+            "the replicas to catch up",
+            FORM_TIMEOUT,
+            || self.replicas_caught_up(replicas),
+            || self.log_tail(),
+        );
+    }
+
     /// Waits until the node answers `PING`.
     fn wait_until_up(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -258,13 +289,25 @@ fn wait_for(
     }
 }
 
+/// On a panic: print the nodes' log tails, and keep the dir when
+/// `MIGRATION_TESTS_KEEP_LOGS` is set.
+fn report_on_panic(dir: &mut tempfile::TempDir, tails: String) {
+    if std::thread::panicking() {
+        eprintln!("redis logs:\n{tails}");
+        if std::env::var_os("MIGRATION_TESTS_KEEP_LOGS").is_some() {
+            let kept = std::mem::replace(dir, tempfile::tempdir().expect("temp dir")).keep();
+            eprintln!("redis logs kept in {}", kept.display());
+        }
+    }
+}
+
 /// One primary, two replicas and three sentinels (quorum 2).
 pub struct SentinelTopology {
     /// The data nodes; index 0 started as the primary.
     pub nodes: Vec<RedisNode>,
     /// The sentinels.
     pub sentinels: Vec<RedisNode>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl SentinelTopology {
@@ -319,7 +362,7 @@ impl SentinelTopology {
         let topology = SentinelTopology {
             nodes,
             sentinels,
-            _dir: dir,
+            dir,
         };
         wait_for(
             "the replicas to sync",
@@ -433,12 +476,19 @@ impl SentinelTopology {
     }
 }
 
+impl Drop for SentinelTopology {
+    fn drop(&mut self) {
+        let tails = self.log_tails();
+        report_on_panic(&mut self.dir, tails);
+    }
+}
+
 /// Six nodes, three primaries with one replica each, made with
 /// `redis-cli --cluster create`.
 pub struct ClusterTopology {
     /// The nodes, in start order (their roles change with failovers).
     pub nodes: Vec<RedisNode>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl ClusterTopology {
@@ -470,7 +520,7 @@ impl ClusterTopology {
         for node in &mut nodes {
             node.wait_until_up(FORM_TIMEOUT);
         }
-        let topology = ClusterTopology { nodes, _dir: dir };
+        let topology = ClusterTopology { nodes, dir };
         let output = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(
@@ -549,6 +599,26 @@ impl ClusterTopology {
         })
     }
 
+    /// `count` prefixes (`{stem}0`, `{stem}1`, ...) whose `{PREFIX}` slots
+    /// belong to `count` different primaries, so that each datastore lives
+    /// on a node of its own.
+    pub fn prefixes_on_distinct_primaries(&self, stem: &str, count: usize) -> Vec<String> {
+        let mut primaries = std::collections::BTreeSet::new();
+        let mut chosen = Vec::new();
+        for candidate in (0..500).map(|n| format!("{stem}{n}")) {
+            let port = self
+                .primary_port_for_key(&format!("{{{candidate}}}:probe"))
+                .expect("a live node knows the slot map");
+            if primaries.insert(port) {
+                chosen.push(candidate);
+                if chosen.len() == count {
+                    return chosen;
+                }
+            }
+        }
+        panic!("500 prefixes hash to fewer than {count} primaries");
+    }
+
     /// The node serving `key`'s slot as primary now.
     pub fn primary_for_key(&mut self, key: &str) -> &mut RedisNode {
         let port = self
@@ -613,6 +683,13 @@ impl ClusterTopology {
             .map(RedisNode::log_tail)
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+impl Drop for ClusterTopology {
+    fn drop(&mut self) {
+        let tails = self.log_tails();
+        report_on_panic(&mut self.dir, tails);
     }
 }
 

@@ -4,7 +4,6 @@
 //! carries the `{PREFIX}` hash tag, so each datastore lives in one slot and
 //! every script runs on one node; several prefixes spread over the nodes.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use migration_tests::binaries::Binary;
@@ -23,28 +22,10 @@ async fn the_route_flow_runs_on_a_redis_cluster() {
     route_flow(&deployment.client(), 30).await;
 }
 
-/// Prefixes whose slots belong to three different primaries.
-fn prefixes_on_distinct_primaries(topology: &ClusterTopology) -> Vec<String> {
-    let mut primaries = BTreeSet::new();
-    let mut chosen = Vec::new();
-    for candidate in (0..200).map(|n| format!("tenant{n}")) {
-        let port = topology
-            .primary_port_for_key(&format!("{{{candidate}}}:probe"))
-            .expect("slot map");
-        if primaries.insert(port) {
-            chosen.push(candidate);
-        }
-        if chosen.len() == 3 {
-            return chosen;
-        }
-    }
-    panic!("200 prefixes hash to fewer than three primaries");
-}
-
 #[tokio::test]
 async fn datastores_with_different_prefixes_migrate_at_once_without_touching_each_other() {
     let topology = ClusterTopology::start();
-    let prefixes = prefixes_on_distinct_primaries(&topology);
+    let prefixes = topology.prefixes_on_distinct_primaries("tenant", 3);
     let deployments: Vec<Deployment> = prefixes
         .iter()
         .map(|prefix| Deployment::start(&topology.url(), prefix, 1, |options| options))

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use migration_tests::binaries::Binary;
-use migration_tests::deployment::{route_flow, Deployment};
+use migration_tests::deployment::{
+    motions, route_flow, run_command, run_with_fault, seed, Deployment, FlowResult,
+};
 use migration_tests::process::run_to_exit;
 use migration_tests::topology::SentinelTopology;
 use migration_tests::ServiceOptions;
@@ -18,6 +20,99 @@ async fn the_route_flow_runs_on_a_sentinel_managed_primary() {
         .wait_for_workers(1, Duration::from_secs(30))
         .await;
     route_flow(&deployment.client(), 30).await;
+}
+
+/// Positions of the failover runs; at 40 positions a second a command
+/// runs for about three seconds, so the kill lands in the middle of it.
+const POSITIONS: u64 = 120;
+const THROTTLE: u32 = 40;
+const LEASE_MS: u64 = 2000;
+
+#[tokio::test]
+async fn kill_9_of_the_primary_during_migrate_and_finalize_changes_no_result() {
+    let mut topology = SentinelTopology::start();
+    let url = topology.url();
+    let calm = Deployment::start(&url, "calm", 1, |options| options);
+    let storm_options = |options: migration_tests::ServiceOptions| {
+        options
+            .worker_lock_ttl_ms(LEASE_MS)
+            .worker_max_positions_per_second(THROTTLE)
+    };
+    let during_migrate = Deployment::start(&url, "migrate", 1, storm_options);
+    let during_finalize = Deployment::start(&url, "finalize", 1, storm_options);
+    for deployment in [&calm, &during_migrate, &during_finalize] {
+        deployment
+            .wait_for_workers(1, Duration::from_secs(30))
+            .await;
+    }
+    // The undisturbed run of the same data, on the same deployment.
+    let expected: FlowResult = route_flow(&calm.client(), POSITIONS).await;
+
+    // 1. kill -9 of the primary a third of the way through migrate.
+    let client = during_migrate.client();
+    seed(&client, POSITIONS).await;
+    topology.primary().wait_for_replicas(2);
+    let mut killed = 0;
+    let migrate = run_with_fault(&client, "migrate", POSITIONS / 4, || {
+        killed = topology.kill_primary()
+    })
+    .await;
+    assert!(
+        migrate.answer.get("exception").is_none(),
+        "{}",
+        migrate.answer
+    );
+    assert_eq!(
+        migrate.answer["status"], "finalization_required",
+        "{}",
+        migrate.answer
+    );
+    assert_eq!(client.stats().await, expected.stats_after_migrate);
+    assert_eq!(motions(&client).await, expected.models_after_migrate);
+    let answer = run_command(&client, "finalize", Duration::from_secs(120)).await;
+    assert!(answer.get("exception").is_none(), "{answer}");
+    assert_eq!(client.stats().await, expected.stats_after_finalize);
+    assert_eq!(motions(&client).await, expected.models_after_finalize);
+
+    eprintln!(
+        "FAILOVER TIMING sentinel, kill -9 during migrate: next output line after {:?} ({} failed progress polls)",
+        migrate.fault_to_next_line, migrate.failed_polls
+    );
+
+    // 2. kill -9 of the new primary half way through finalize (its migrate
+    // part: finalize migrates everything left before it flips).
+    let primary = topology.wait_for_new_primary(killed);
+    // That api's connection still points at the dead primary: its first
+    // command fails (a write would answer 503, "not executed") and makes it
+    // ask the sentinels again. Let health do that before seeding.
+    during_finalize
+        .wait_for_workers(1, Duration::from_secs(30))
+        .await;
+    let client = during_finalize.client();
+    seed(&client, POSITIONS).await;
+    topology.primary().wait_for_replicas(1);
+    let finalize = run_with_fault(&client, "finalize", POSITIONS / 2, || {
+        topology.kill_primary();
+    })
+    .await;
+    assert!(
+        finalize.answer.get("exception").is_none(),
+        "{}",
+        finalize.answer
+    );
+    assert_eq!(
+        finalize.answer["status"], "no_migration_required",
+        "{}",
+        finalize.answer
+    );
+    assert_eq!(client.stats().await, expected.stats_after_finalize);
+    assert_eq!(motions(&client).await, expected.models_after_finalize);
+    topology.wait_for_new_primary(primary);
+
+    eprintln!(
+        "FAILOVER TIMING sentinel, kill -9 during finalize: next output line after {:?} ({} failed progress polls)",
+        finalize.fault_to_next_line, finalize.failed_polls
+    );
 }
 
 #[test]
