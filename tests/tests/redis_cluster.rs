@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use migration_tests::binaries::Binary;
-use migration_tests::deployment::{route_flow, Deployment};
+use migration_tests::deployment::{
+    motions, route_flow, run_command, run_with_fault, seed, Deployment, FlowResult,
+};
 use migration_tests::process::run_to_exit;
 use migration_tests::topology::ClusterTopology;
 use migration_tests::ServiceOptions;
@@ -76,6 +78,100 @@ async fn datastores_with_different_prefixes_migrate_at_once_without_touching_eac
             .unwrap();
         assert!(keys.len() > 3, "{prefix} on {port}: {keys:?}");
     }
+}
+
+/// Positions of the failover runs; at 40 positions a second a command
+/// runs for about three seconds, so the kill lands in the middle of it.
+const POSITIONS: u64 = 120;
+const THROTTLE: u32 = 40;
+const LEASE_MS: u64 = 2000;
+
+#[tokio::test]
+async fn kill_9_of_the_primary_during_migrate_and_finalize_changes_no_result() {
+    let mut topology = ClusterTopology::start();
+    let url = topology.url();
+    // Each disturbed datastore on a primary of its own, so the second kill
+    // hits a primary that still has its replica.
+    let prefixes = topology.prefixes_on_distinct_primaries("storm", 2);
+    let calm = Deployment::start(&url, "calm", 1, |options| options);
+    let storm_options = |options: migration_tests::ServiceOptions| {
+        options
+            .worker_lock_ttl_ms(LEASE_MS)
+            .worker_max_positions_per_second(THROTTLE)
+    };
+    let during_migrate = Deployment::start(&url, &prefixes[0], 1, storm_options);
+    let during_finalize = Deployment::start(&url, &prefixes[1], 1, storm_options);
+    for deployment in [&calm, &during_migrate, &during_finalize] {
+        deployment
+            .wait_for_workers(1, Duration::from_secs(30))
+            .await;
+    }
+    let expected: FlowResult = route_flow(&calm.client(), POSITIONS).await;
+
+    // 1. kill -9 of the datastore's primary a quarter of the way through
+    // migrate.
+    let slot_key = format!("{{{}}}:probe", prefixes[0]);
+    let client = during_migrate.client();
+    seed(&client, POSITIONS).await;
+    topology.primary_for_key(&slot_key).wait_for_replicas(1);
+    let mut killed = 0;
+    let migrate = run_with_fault(&client, "migrate", POSITIONS / 4, || {
+        killed = topology.kill_primary_for_key(&slot_key)
+    })
+    .await;
+    assert!(
+        migrate.answer.get("exception").is_none(),
+        "{}",
+        migrate.answer
+    );
+    assert_eq!(
+        migrate.answer["status"], "finalization_required",
+        "{}",
+        migrate.answer
+    );
+    assert_eq!(client.stats().await, expected.stats_after_migrate);
+    assert_eq!(motions(&client).await, expected.models_after_migrate);
+    let answer = run_command(&client, "finalize", Duration::from_secs(120)).await;
+    assert!(answer.get("exception").is_none(), "{answer}");
+    assert_eq!(client.stats().await, expected.stats_after_finalize);
+    assert_eq!(motions(&client).await, expected.models_after_finalize);
+    topology.wait_for_new_primary(&slot_key, killed);
+    eprintln!(
+        "FAILOVER TIMING cluster, kill -9 during migrate: next output line after {:?} ({} failed progress polls)",
+        migrate.fault_to_next_line, migrate.failed_polls
+    );
+
+    // 2. kill -9 of the other datastore's primary half way through
+    // finalize (its migrate part).
+    let slot_key = format!("{{{}}}:probe", prefixes[1]);
+    during_finalize
+        .wait_for_workers(1, Duration::from_secs(30))
+        .await;
+    let client = during_finalize.client();
+    seed(&client, POSITIONS).await;
+    topology.primary_for_key(&slot_key).wait_for_replicas(1);
+    let mut killed = 0;
+    let finalize = run_with_fault(&client, "finalize", POSITIONS / 2, || {
+        killed = topology.kill_primary_for_key(&slot_key)
+    })
+    .await;
+    assert!(
+        finalize.answer.get("exception").is_none(),
+        "{}",
+        finalize.answer
+    );
+    assert_eq!(
+        finalize.answer["status"], "no_migration_required",
+        "{}",
+        finalize.answer
+    );
+    assert_eq!(client.stats().await, expected.stats_after_finalize);
+    assert_eq!(motions(&client).await, expected.models_after_finalize);
+    topology.wait_for_new_primary(&slot_key, killed);
+    eprintln!(
+        "FAILOVER TIMING cluster, kill -9 during finalize: next output line after {:?} ({} failed progress polls)",
+        finalize.fault_to_next_line, finalize.failed_polls
+    );
 }
 
 #[test]
