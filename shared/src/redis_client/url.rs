@@ -25,7 +25,8 @@ const SUPPORTED: &str = "redis://, rediss://, redis+sentinel:// or redis+cluster
 /// Where the product's Redis is, parsed from `REDIS_URL`.
 #[derive(Debug, Clone)]
 pub enum RedisTarget {
-    /// One server (`redis://`, `rediss://` for TLS).
+    /// One server (`redis://`, `rediss://` for TLS, `redis+unix://` or
+    /// `unix://` for a Unix socket).
     Single(ConnectionInfo),
     /// A primary that Sentinel names (`redis+sentinel://`).
     Sentinel(SentinelTarget),
@@ -104,7 +105,7 @@ impl RedisTarget {
             return Err(fail(format!("no scheme (expected {SUPPORTED})")));
         };
         match scheme {
-            "redis" | "rediss" => url
+            "redis" | "rediss" | "redis+unix" | "unix" => url
                 .into_connection_info()
                 .map(RedisTarget::Single)
                 .map_err(|err| fail(err.to_string())),
@@ -309,6 +310,8 @@ mod tests {
             "redis://127.0.0.1:6379/0",
             "redis://:pw@localhost/3",
             "rediss://redis.example:6380/0",
+            "redis+unix:///run/redis.sock",
+            "unix:///run/redis.sock",
         ] {
             assert!(matches!(
                 RedisTarget::parse(url).unwrap(),
