@@ -35,9 +35,14 @@ pub(super) async fn keep_renewed(
     // *sent* (Redis executes it later), so that is the safe reference.
     let mut last_renewed = held_since;
     loop {
+        // Wake no later than the give-up point: after fast failures (a
+        // refused connection) the next regular renewal would come up to one
+        // interval too late to stop the job in time.
+        let until_give_up =
+            (last_renewed + give_up_after).saturating_duration_since(Instant::now());
         tokio::select! {
             _ = done.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(interval.min(until_give_up)) => {}
         }
         let sent_at = Instant::now();
         // A renewal that hangs must not carry us past the point of giving up.
