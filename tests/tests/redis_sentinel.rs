@@ -133,3 +133,68 @@ fn a_sentinel_url_without_a_service_stops_both_binaries_with_exit_2() {
         );
     }
 }
+
+/// `deploy/docker-compose.sentinel.yml` (no Docker here, so its structure):
+/// two replicas of `redis`, three sentinels monitoring it, and api and
+/// workers whose `REDIS_URL` names exactly those sentinels and that service.
+#[test]
+fn the_compose_sentinel_variant_points_the_binaries_at_its_sentinels() {
+    use migration_shared::redis_client::RedisTarget;
+    use yaml_rust2::{Yaml, YamlLoader};
+
+    let path =
+        migration_tests::binaries::workspace_root().join("deploy/docker-compose.sentinel.yml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let documents = YamlLoader::load_from_str(&text).expect("valid YAML");
+    let services = &documents[0]["services"];
+    let strings = |yaml: &Yaml| -> Vec<String> {
+        yaml.as_vec()
+            .unwrap_or_else(|| panic!("a list: {yaml:?}"))
+            .iter()
+            .map(|item| item.as_str().expect("a string").to_string())
+            .collect()
+    };
+    for replica in ["redis-replica-1", "redis-replica-2"] {
+        let command = strings(&services[replica]["command"]).join(" ");
+        assert!(
+            command.contains("/usr/local/etc/redis/redis.conf --replicaof redis 6379"),
+            "{replica}: {command}"
+        );
+        assert!(strings(&services[replica]["volumes"])
+            .contains(&"./deploy/redis.conf:/usr/local/etc/redis/redis.conf:ro".to_string()));
+    }
+    let sentinels = ["sentinel-1", "sentinel-2", "sentinel-3"];
+    let mut monitored = None;
+    for sentinel in sentinels {
+        let script = strings(&services[sentinel]["command"]).join("\n");
+        let monitor = script
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("sentinel monitor "))
+            .unwrap_or_else(|| panic!("{sentinel} monitors nothing: {script}"));
+        let fields: Vec<&str> = monitor.split_whitespace().collect();
+        assert_eq!(fields[1..], ["redis", "6379", "2"], "{sentinel}: {monitor}");
+        monitored = Some(fields[0].to_string());
+        assert!(script.contains("--sentinel"), "{sentinel}");
+    }
+    for binary in ["api", "worker"] {
+        let url = services[binary]["environment"]["REDIS_URL"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{binary} has no REDIS_URL"));
+        let RedisTarget::Sentinel(target) = RedisTarget::parse(url).unwrap() else {
+            panic!("{binary}: {url} is not a Sentinel URL");
+        };
+        let expected: Vec<(String, u16)> = sentinels
+            .iter()
+            .map(|name| (name.to_string(), 26379))
+            .collect();
+        assert_eq!(target.sentinels, expected, "{binary}");
+        assert_eq!(Some(target.service), monitored, "{binary}");
+        for sentinel in sentinels {
+            assert_eq!(
+                services[binary]["depends_on"][sentinel]["condition"].as_str(),
+                Some("service_healthy"),
+                "{binary} waits for {sentinel}"
+            );
+        }
+    }
+}
