@@ -22,6 +22,14 @@ use crate::process::{ApiProcess, WorkerProcess};
 /// The target migration index of [`MIGRATIONS`].
 pub const FLOW_TARGET_MI: u64 = 4;
 
+/// `MIGRATION_WAIT_MS` of a [`Deployment`] unless a test sets another: long
+/// enough that a command of the route flow answers with its final result,
+/// which the api learns through `XREAD BLOCK` on a [`BlockingConnection`]
+/// (so the flow exercises blocking reads on every deployment).
+///
+/// [`BlockingConnection`]: migration_shared::redis_client::BlockingConnection
+pub const COMMAND_WAIT_MS: u64 = 10_000;
+
 /// Api replicas and workers of one datastore (one `REDIS_KEY_PREFIX`) on a
 /// given Redis deployment. Field order is drop order: processes first.
 pub struct Deployment {
@@ -58,7 +66,7 @@ impl Deployment {
                 .key_prefix(prefix)
                 .password_file(&password_file)
                 .migrations_file(&migrations_file)
-                .migration_wait_ms(0),
+                .migration_wait_ms(COMMAND_WAIT_MS),
         );
         let mut deployment = Deployment {
             apis: Vec::new(),
@@ -190,6 +198,18 @@ pub async fn run_command(client: &ApiClient, cmd: &str, timeout: Duration) -> Va
     client.wait_until_finished(timeout).await
 }
 
+/// Posts `cmd` and expects its final result in the answer itself: the api
+/// waited for the job (up to [`COMMAND_WAIT_MS`]) with a blocking read.
+async fn answer_after_waiting(client: &ApiClient, cmd: &str) -> Value {
+    let (status, body) = client.post_migration(cmd).await;
+    assert_eq!(status, 200, "{cmd} was not accepted: {body}");
+    assert_ne!(
+        body["status"], "migration_running",
+        "the api's blocking wait for the {cmd} job did not see it finish: {body}"
+    );
+    body
+}
+
 /// What the route flow observed; two runs of the same seed must be equal.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlowResult {
@@ -237,19 +257,20 @@ pub fn assert_flow(result: &FlowResult, positions: u64) {
 }
 
 /// The route flow: seed `positions`, `migrate`, read, `finalize`, read.
-/// Checks that each command ends without exception, then the states and
-/// reads ([`assert_flow`]).
+/// Checks that each command answers its final result (the deployment's
+/// `MIGRATION_WAIT_MS` must be long, as [`COMMAND_WAIT_MS`]) without
+/// exception, then the states and reads ([`assert_flow`]).
 pub async fn route_flow(client: &ApiClient, positions: u64) -> FlowResult {
     seed(client, positions).await;
     assert_eq!(motions(client).await, expected_models(positions, false));
     let stats = client.stats().await;
     assert_eq!(stats["status"], "migration_required", "{stats}");
-    let answer = run_command(client, "migrate", Duration::from_secs(120)).await;
+    let answer = answer_after_waiting(client, "migrate").await;
     assert_eq!(answer["status"], "finalization_required", "{answer}");
     assert!(answer.get("exception").is_none(), "{answer}");
     let stats_after_migrate = client.stats().await;
     let models_after_migrate = motions(client).await;
-    let answer = run_command(client, "finalize", Duration::from_secs(120)).await;
+    let answer = answer_after_waiting(client, "finalize").await;
     assert_eq!(answer["status"], "no_migration_required", "{answer}");
     assert!(answer.get("exception").is_none(), "{answer}");
     let result = FlowResult {

@@ -98,6 +98,8 @@ async fn kill_9_of_the_primary_during_migrate_and_finalize_changes_no_result() {
         options
             .worker_lock_ttl_ms(LEASE_MS)
             .worker_max_positions_per_second(THROTTLE)
+            // the fault comes while the job runs: answer at once
+            .migration_wait_ms(0)
     };
     let during_migrate = Deployment::start(&url, &prefixes[0], 1, storm_options);
     let during_finalize = Deployment::start(&url, &prefixes[1], 1, storm_options);
