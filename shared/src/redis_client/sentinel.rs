@@ -11,14 +11,19 @@
 //! command goes straight to the cached primary's `ConnectionManager`, so the
 //! steady state costs nothing.
 //!
+//! A watcher task also asks once a second, for the failover whose old
+//! primary stays up and keeps accepting writes until Sentinel demotes it
+//! ([`watch`]).
+//!
 //! Asking is serialised by a mutex, so a burst of failing commands after a
 //! failover makes one round of questions, not one per command; the commands
 //! behind it find the new primary already there. What an operator sees in
 //! the log is one `warn` when the primary is lost and one `info` naming the
 //! new one (docs/redis-deployments.md).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
@@ -34,6 +39,9 @@ pub(super) struct SentinelConnection {
 }
 
 struct Shared {
+    /// Whether the watcher task runs (started at the first command, where a
+    /// runtime is certain).
+    watching: AtomicBool,
     target: SentinelTarget,
     /// The crate's Sentinel client; locked while asking.
     sentinels: tokio::sync::Mutex<SentinelClient>,
@@ -55,6 +63,7 @@ impl SentinelConnection {
     pub(super) fn new(target: SentinelTarget) -> RedisResult<SentinelConnection> {
         Ok(SentinelConnection {
             shared: Arc::new(Shared {
+                watching: AtomicBool::new(false),
                 sentinels: tokio::sync::Mutex::new(sentinel_client(&target)?),
                 target,
                 primary: Mutex::new(None),
@@ -68,15 +77,14 @@ impl SentinelConnection {
     }
 
     fn cached(&self) -> Option<Primary> {
-        self.shared
-            .primary
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.shared.cached()
     }
 
     /// The primary, asking the sentinels if we do not know one.
     async fn primary(&self) -> RedisResult<Primary> {
+        if !self.shared.watching.swap(true, Ordering::Relaxed) {
+            tokio::spawn(watch(Arc::downgrade(&self.shared)));
+        }
         if let Some(primary) = self.cached() {
             return Ok(primary);
         }
@@ -180,6 +188,65 @@ impl SentinelConnection {
             })
             .await
         })
+    }
+}
+
+impl Shared {
+    fn cached(&self) -> Option<Primary> {
+        self.primary
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// How often the watcher asks the sentinels whether the primary changed.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Asks the sentinels every [`WATCH_INTERVAL`] which node is the primary,
+/// and drops the cached one when they name another. A failure tells us when
+/// a primary died; this catches the failover whose old primary stays up (a
+/// manual `SENTINEL FAILOVER`, a partition that heals): until Sentinel
+/// demotes it, that node still accepts writes, which the demotion then
+/// discards. It shortens that window to about a second;
+/// `min-replicas-to-write` on the nodes closes it (docs/redis-deployments.md).
+/// Ends when the last clone of the connection is dropped.
+async fn watch(shared: Weak<Shared>) {
+    loop {
+        tokio::time::sleep(WATCH_INTERVAL).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        // Nothing cached: the next command asks anyway.
+        let Some(known) = shared.cached() else {
+            continue;
+        };
+        let named = {
+            let mut sentinels = shared.sentinels.lock().await;
+            tokio::time::timeout(DISCOVERY_TIMEOUT, sentinels.async_get_client()).await
+        };
+        let Ok(Ok(client)) = named else {
+            continue; // no answer now; commands report their own failures
+        };
+        let address = client.get_connection_info().addr().to_string();
+        if address != known.address {
+            let mut current = shared
+                .primary
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if current
+                .as_ref()
+                .is_some_and(|primary| primary.generation == known.generation)
+            {
+                *current = None;
+                tracing::warn!(
+                    service = %shared.target.service,
+                    old = %known.address,
+                    new = %address,
+                    "the sentinels name another primary; switching"
+                );
+            }
+        }
     }
 }
 
