@@ -4,13 +4,17 @@
 -- KEYS[2] mig:state        (hash: cursor, target, fingerprint, source_events,
 --                           migrated_events; and as of the last keyframe
 --                           flush: keyframe_cursor, min_mi,
---                           keyframe_source_events, keyframe_migrated_events)
+--                           keyframe_source_events, keyframe_migrated_events;
+--                           as of the last flush of the lowest keyframe:
+--                           lowest_cursor, lowest_mi)
 -- KEYS[3] mig:keys         (set: every migration-area key)
 -- KEYS[4] mig:events       (hash: position -> JSON events at the migrated MI)
 -- KEYS[5] mig:position_mi  (hash: position -> migrated MI)
 -- KEYS[6] mig:mi_counts    (hash: migrated MI -> positions at it)
 -- KEYS[7..] the keyframe keys this batch writes (hashes and their
---           collections sets), referenced by index from ARGV
+--           collections sets), referenced by index from ARGV; then, in mode
+--           'fresh', every member of mig:keys as the caller read it (the keys
+--           deleted), the last `a` keys (ARGV, last)
 --
 -- ARGV[1]  fencing token of the caller
 -- ARGV[2]  'fresh' (delete the existing migration area first: it was built for
@@ -26,23 +30,57 @@
 --          (a flush writes every keyframe model changed since the last flush,
 --          and makes this cursor the one a crashed run resumes from)
 -- ARGV[8]  live events read by this batch, ARGV[9] migrated events written
--- ARGV[10] n, then n triples: position, migrated MI, JSON events
+-- ARGV[10] '1' when the flush includes the lowest keyframe (below the target:
+--          its changed models since its last flush are in the groups), else ''
+-- ARGV[11] n, then n triples: position, migrated MI, JSON events
 -- then g, then g groups: index of the keyframe hash in KEYS, index of its
 --          collections set in KEYS, collection name, c, then c pairs id, JSON model
+-- then a: the number of old area keys at the end of KEYS ('fresh' only, else 0)
+--
+-- Returns 'OK' when written, 'ALREADY' when this very checkpoint had been
+-- written before (a retry after its answer was lost): nothing is written then.
 --
 -- Guarantees: nothing is written unless the lock's fencing_token is the
 -- caller's (error FENCED) and, when continuing, the migration area is the one
--- the caller's in-memory keyframes were loaded from (error STALE). The batch's
--- events, MIs, counts, changed keyframe models and the cursor change together,
--- so a crash leaves the area exactly at one checkpoint. mig:mi_counts counts
--- each position once (only newly added position fields are counted).
+-- the caller's in-memory keyframes were loaded from (error STALE); in mode
+-- 'fresh', unless the old area keys passed are exactly mig:keys (STALE). A
+-- checkpoint that already landed is recognised: the area is at its new cursor
+-- (and, when it flushes, its keyframe cursor and lowest MI), which within one
+-- fenced run no other checkpoint produces (each continues from the cursor the
+-- previous one wrote). A 'resume' checkpoint without a flush is not
+-- recognised but rewritten, which yields the same bytes; 'fresh' likewise.
+-- The batch's events, MIs, counts, changed keyframe models and the cursor
+-- change together, so a crash leaves the area exactly at one checkpoint.
+-- mig:mi_counts counts each position once (only newly added position fields
+-- are counted).
 if redis.call('HGET', KEYS[1], 'fencing_token') ~= ARGV[1] then
   return redis.error_reply('FENCED fencing token ' .. ARGV[1] .. ' no longer holds the lock')
 end
 local state, area = KEYS[2], KEYS[3]
+local flush = ARGV[7] ~= ''
+
+-- Where the argument list ends: the groups are walked once to find `a`.
+local n = tonumber(ARGV[11])
+local i = 12 + 3 * n
+local groups_at = i
+local groups = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, groups do
+  i = i + 4 + 2 * tonumber(ARGV[i + 3])
+end
+local old_keys = tonumber(ARGV[i])
+
 if ARGV[2] == 'fresh' then
-  for _, key in ipairs(redis.call('SMEMBERS', area)) do
-    redis.call('UNLINK', key)
+  if redis.call('SCARD', area) ~= old_keys then
+    return redis.error_reply('STALE the migration area keys changed since they were read')
+  end
+  for k = #KEYS - old_keys + 1, #KEYS do
+    if redis.call('SISMEMBER', area, KEYS[k]) == 0 then
+      return redis.error_reply('STALE the migration area keys changed since they were read')
+    end
+  end
+  for k = #KEYS - old_keys + 1, #KEYS do
+    redis.call('UNLINK', KEYS[k])
   end
   redis.call('UNLINK', area, state, KEYS[4], KEYS[5], KEYS[6])
 else
@@ -50,18 +88,24 @@ else
   if ARGV[2] == 'resume' then
     field = 'keyframe_cursor'
   end
-  local s = redis.call('HMGET', state, field, 'target', 'fingerprint', 'cursor')
+  local s = redis.call('HMGET', state, field, 'target', 'fingerprint', 'cursor',
+    'keyframe_cursor', 'min_mi')
   if not s[1] and field == 'keyframe_cursor' then
     s[1] = '0' -- no flush yet: resume from the start
   end
-  if s[1] ~= ARGV[3] or s[2] ~= ARGV[5] or s[3] ~= ARGV[6] then
+  if s[2] ~= ARGV[5] or s[3] ~= ARGV[6] then
+    return redis.error_reply('STALE the migration area was not built for this registry')
+  end
+  if s[1] ~= ARGV[3] then
+    if s[4] == ARGV[4] and (not flush or (s[5] == ARGV[4] and s[6] == ARGV[7])) then
+      return 'ALREADY'
+    end
     return redis.error_reply('STALE the migration area is no longer at ' .. field .. ' ' .. ARGV[3])
   end
   if ARGV[2] == 'resume' then
     -- Positions after the keyframe flush are redone by the caller: forget
     -- them, so that the counts stay exact.
-    local removed = 0
-    for position = tonumber(ARGV[3]) + 1, tonumber(s[4]) do
+    for position = tonumber(ARGV[3]) + 1, tonumber(s[4] or ARGV[3]) do
       local mi = redis.call('HGET', KEYS[5], position)
       if mi then
         redis.call('HDEL', KEYS[5], position)
@@ -78,21 +122,20 @@ end
 local CHUNK = 200
 local function hset_pairs(key, args, first, count)
   -- HSET in chunks: Lua's unpack has a small stack limit.
-  local i = 0
-  while i < count do
-    local n = math.min(CHUNK, count - i)
+  local j = 0
+  while j < count do
+    local m = math.min(CHUNK, count - j)
     local batch = {}
-    for j = 0, n - 1 do
-      batch[2 * j + 1] = args[first + 2 * (i + j)]
-      batch[2 * j + 2] = args[first + 2 * (i + j) + 1]
+    for x = 0, m - 1 do
+      batch[2 * x + 1] = args[first + 2 * (j + x)]
+      batch[2 * x + 2] = args[first + 2 * (j + x) + 1]
     end
     redis.call('HSET', key, unpack(batch))
-    i = i + n
+    j = j + m
   end
 end
 
-local n = tonumber(ARGV[10])
-local i = 11
+i = 12
 local events, counts = {}, {}
 for _ = 1, n do
   local position, mi, json = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -109,14 +152,15 @@ for mi, count in pairs(counts) do
   redis.call('HINCRBY', KEYS[6], mi, count)
 end
 
-local groups = tonumber(ARGV[i])
-i = i + 1
+i = groups_at + 1
 for _ = 1, groups do
   local hash, set = KEYS[tonumber(ARGV[i])], KEYS[tonumber(ARGV[i + 1])]
   local collection, count = ARGV[i + 2], tonumber(ARGV[i + 3])
-  hset_pairs(hash, ARGV, i + 4, count)
-  redis.call('SADD', set, collection)
-  redis.call('SADD', area, hash, set)
+  if count > 0 then
+    hset_pairs(hash, ARGV, i + 4, count)
+    redis.call('SADD', set, collection)
+    redis.call('SADD', area, hash, set)
+  end
   i = i + 4 + 2 * count
 end
 
@@ -124,8 +168,11 @@ redis.call('SADD', area, KEYS[4], KEYS[5], KEYS[6])
 redis.call('HSET', state, 'cursor', ARGV[4], 'target', ARGV[5], 'fingerprint', ARGV[6])
 local source = redis.call('HINCRBY', state, 'source_events', ARGV[8])
 local migrated = redis.call('HINCRBY', state, 'migrated_events', ARGV[9])
-if ARGV[7] ~= '' then
+if flush then
   redis.call('HSET', state, 'keyframe_cursor', ARGV[4], 'min_mi', ARGV[7],
     'keyframe_source_events', source, 'keyframe_migrated_events', migrated)
+  if ARGV[10] == '1' then
+    redis.call('HSET', state, 'lowest_cursor', ARGV[4], 'lowest_mi', ARGV[7])
+  end
 end
 return 'OK'

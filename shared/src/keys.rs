@@ -64,6 +64,17 @@ impl Keys {
     pub fn collections(&self) -> String {
         self.key("ds:collections")
     }
+    /// String with a TTL: the owner of the short exclusive writer token,
+    /// taken by a writer that lost several races (see the writer).
+    pub fn writer_token(&self) -> String {
+        self.key("ds:writer_token")
+    }
+    /// Hash with a TTL: the claim and, once done, the kept answer of one
+    /// `Idempotency-Key` of the write route (the key is visible ASCII, so
+    /// it is used as it is).
+    pub fn idempotency(&self, key: &str) -> String {
+        self.key(&format!("ds:idempotency:{key}"))
+    }
 
     // ----- migration area -----
 

@@ -37,6 +37,21 @@ script!(
     "datastore_commit.lua",
     include_str!("../lua/datastore_commit.lua")
 );
+script!(
+    IDEMPOTENCY_BEGIN,
+    "datastore_idempotency_begin.lua",
+    include_str!("../lua/datastore_idempotency_begin.lua")
+);
+script!(
+    WRITER_TOKEN_RELEASE,
+    "datastore_writer_token_release.lua",
+    include_str!("../lua/datastore_writer_token_release.lua")
+);
+script!(
+    IDEMPOTENCY_SETTLE,
+    "datastore_idempotency_settle.lua",
+    include_str!("../lua/datastore_idempotency_settle.lua")
+);
 
 // ----- the migration engine and stats -----
 script!(

@@ -1,7 +1,9 @@
 //! A private `redis-server` for tests (feature `test-support`).
 //!
 //! Every test gets its own server on a free loopback port, in its own temp
-//! dir, with persistence off; it is killed when the [`RedisServer`] is
+//! dir, with automatic persistence off (the data survives only the restarts
+//! and restores a test asks for: [`RedisServer::restart_keeping_data`],
+//! [`RedisServer::snapshot`] and [`RedisServer::restore`]); it is killed when the [`RedisServer`] is
 //! dropped, even when the test panics. The machine's own Redis on port 6379
 //! is never touched.
 
@@ -95,7 +97,8 @@ impl RedisServer {
         self.kill();
     }
 
-    /// Starts the server again on the same port, empty.
+    /// Kills the server and starts it again on the same port: everything not
+    /// saved is lost (it comes back empty unless the test saved a snapshot).
     pub fn restart(&mut self) {
         self.kill();
         assert!(
@@ -103,6 +106,83 @@ impl RedisServer {
             "redis-server did not restart on port {}",
             self.port
         );
+    }
+
+    /// Saves the data set now (`SAVE`) and keeps a copy of it, to
+    /// [`RedisServer::restore`] later: the way an operator's older backup,
+    /// or a replica that had not yet received the last writes, looks.
+    pub fn snapshot(&self) -> RedisSnapshot {
+        let mut conn = self.connection();
+        let _: () = redis::cmd("SAVE")
+            .query(&mut conn)
+            .expect("SAVE on the private redis-server");
+        let copy = tempfile::NamedTempFile::new_in(self.dir.path()).expect("snapshot file");
+        std::fs::copy(self.dump_file(), copy.path()).expect("copy dump.rdb");
+        RedisSnapshot { file: copy }
+    }
+
+    /// Kills the server (`SIGKILL`: every write since `snapshot` is lost,
+    /// acknowledged or not) and starts it again on the same port with the
+    /// data of `snapshot`.
+    pub fn restore(&mut self, snapshot: &RedisSnapshot) {
+        self.kill();
+        std::fs::copy(snapshot.file.path(), self.dump_file()).expect("restore dump.rdb");
+        self.start_again();
+    }
+
+    /// Stops the server the way an orderly restart does (`SHUTDOWN SAVE`:
+    /// nothing acknowledged is lost); [`RedisServer::start_again`] brings it
+    /// back with the same data.
+    pub fn stop_keeping_data(&mut self) {
+        let mut conn = self.connection();
+        // The server exits instead of answering.
+        let _ = redis::cmd("SHUTDOWN").arg("SAVE").query::<()>(&mut conn);
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a stopped server again on the same port, with what it saved.
+    pub fn start_again(&mut self) {
+        assert!(
+            self.spawn(),
+            "redis-server did not start again on port {}",
+            self.port
+        );
+    }
+
+    /// An orderly restart that keeps every acknowledged write
+    /// ([`RedisServer::stop_keeping_data`]), `down` without a server, then
+    /// the server again on the same port with its data.
+    pub fn restart_keeping_data(&mut self, down: Duration) {
+        self.stop_keeping_data();
+        std::thread::sleep(down);
+        self.start_again();
+    }
+
+    /// `SIGSTOP`: the server hangs (connections stay open, nothing is
+    /// answered) until [`RedisServer::thaw`]. Its clock, and so key expiry,
+    /// goes on.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// `SIGCONT` after [`RedisServer::freeze`].
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the redis-server is running");
+        let status = Command::new("kill")
+            .args(["-s", signal, &child.id().to_string()])
+            .status()
+            .expect("run the `kill` command");
+        assert!(status.success(), "kill -s {signal} redis-server: {status}");
+    }
+
+    fn dump_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("dump.rdb")
     }
 
     /// A synchronous connection (for test set-up and assertions).
@@ -135,6 +215,11 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A copy of a server's data set, taken by [`RedisServer::snapshot`].
+pub struct RedisSnapshot {
+    file: tempfile::NamedTempFile,
 }
 
 /// A port that was free a moment ago on 127.0.0.1.

@@ -6,6 +6,7 @@ use migration_shared::keys::Keys;
 use migration_tests::RedisServer;
 use redis::Commands;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 async fn datastore(redis: &RedisServer) -> Datastore {
     Datastore::new(redis.connection_manager().await, Keys::new("t"), 3)
@@ -187,7 +188,12 @@ async fn migration_index_rules() {
 #[tokio::test]
 async fn a_bulk_body_of_ten_thousand_positions_is_one_commit() {
     let redis = RedisServer::start();
-    let store = datastore(&redis).await;
+    // The product's connection (long response timeout) and no 5 s route
+    // bound: this is about one commit of a very large body, also on a
+    // loaded debug build.
+    let conn = migration_shared::redis_client::connection_manager(&redis.url()).unwrap();
+    let store =
+        Datastore::new(conn, Keys::new("t"), 3).with_write_deadline(Duration::from_secs(60));
     let requests: Vec<Value> = (1..=10_000)
         .map(|id| {
             json!({"user_id": 1, "events": [
@@ -204,4 +210,115 @@ async fn a_bulk_body_of_ten_thousand_positions_is_one_commit() {
     let mut conn = redis.connection();
     let events: u64 = conn.get(Keys::new("t").event_count()).unwrap();
     assert_eq!(events, 20_000);
+}
+
+#[tokio::test]
+async fn writers_of_the_same_model_retry_and_lose_no_update() {
+    let redis = RedisServer::start();
+    let store = datastore(&redis).await;
+    store.write(body(create("motion/1"))).await.unwrap();
+    let mut tasks = Vec::new();
+    for writer in 0..6 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..10 {
+                let value = writer * 100 + round;
+                store
+                    .write(body(
+                        json!({"user_id": 1, "events": [{"type": "update", "fqid": "motion/1",
+                        "list_fields": {"add": {"tag_ids": [value]}}}]}),
+                    ))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let model = store
+        .get(&"motion/1".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tags: Vec<u64> = serde_json::from_value(model.fields["tag_ids"].clone()).unwrap();
+    tags.sort_unstable();
+    let expected: Vec<u64> = (0..6)
+        .flat_map(|writer| (0..10).map(move |round| writer * 100 + round))
+        .collect();
+    assert_eq!(tags, expected, "every concurrent update survived");
+    assert_eq!(model.position, 61, "meta_position is the last position");
+    let mut conn = redis.connection();
+    let stored: u64 = conn.hlen(Keys::new("t").events()).unwrap();
+    assert_eq!(stored, 61, "gap-free");
+}
+
+#[tokio::test]
+async fn a_key_of_the_wrong_type_is_refused_before_any_write() {
+    let redis = RedisServer::start();
+    let store = datastore(&redis).await;
+    let keys = Keys::new("t");
+    store.write(body(create("motion/1"))).await.unwrap();
+    let mut conn = redis.connection();
+    // The last key the commit writes: a check half way would leave the
+    // positions and models written.
+    let _: () = conn.del(keys.event_count()).unwrap();
+    let _: () = conn.rpush(keys.event_count(), "x").unwrap();
+    let err = store.write(body(create("motion/2"))).await.unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("WRONGTYPE") && message.contains(&keys.event_count()),
+        "{message}"
+    );
+    let last: u64 = conn.get(keys.position()).unwrap();
+    let events: u64 = conn.hlen(keys.events()).unwrap();
+    let motion2: Option<String> = conn.hget(keys.models("motion"), 2).unwrap();
+    assert_eq!((last, events, motion2), (1, 1, None), "nothing written");
+}
+
+#[tokio::test]
+async fn a_body_that_updates_deletes_and_restores_keeps_the_stored_model_exact() {
+    let redis = RedisServer::start();
+    let store = datastore(&redis).await;
+    store
+        .write(body(
+            json!({"user_id": 1, "events": [{"type": "create", "fqid": "motion/1",
+            "fields": {"title": "A", "big": 12345678901234567_u64, "empty": {}}}]}),
+        ))
+        .await
+        .unwrap();
+    store
+        .write(body(json!([
+            {"user_id": 1, "events": [{"type": "delete", "fqid": "motion/1"}]},
+            {"user_id": 1, "events": [{"type": "create", "fqid": "motion/2"}]},
+        ])))
+        .await
+        .unwrap();
+    let mut conn = redis.connection();
+    let keys = Keys::new("t");
+    let deleted: String = conn.hget(keys.models("motion"), 1).unwrap();
+    let empty: String = conn.hget(keys.models("motion"), 2).unwrap();
+    let parsed: Value = serde_json::from_str(&deleted).unwrap();
+    assert_eq!(
+        parsed,
+        json!({"title": "A", "big": 12345678901234567_u64, "empty": {}, "meta_position": 2, "meta_deleted": true})
+    );
+    assert_eq!(empty, r#"{"meta_position":3}"#);
+    store
+        .write(body(
+            json!({"user_id": 1, "events": [{"type": "restore", "fqid": "motion/1"}]}),
+        ))
+        .await
+        .unwrap();
+    let model = store
+        .get(&"motion/1".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        model.fields["big"],
+        json!(12345678901234567_u64),
+        "integers stay exact"
+    );
+    assert_eq!(model.position, 4);
 }

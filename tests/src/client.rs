@@ -115,6 +115,24 @@ impl ApiClient {
         self.post_raw(path, padded_json_body(len)).await
     }
 
+    /// `POST path` with `body` as JSON and one extra header.
+    pub async fn post_json_with_header(
+        &self,
+        path: &str,
+        body: &Value,
+        name: &str,
+        value: &str,
+    ) -> (u16, Value) {
+        self.send(
+            self.http
+                .post(self.url(path))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(name, value)
+                .body(body.to_string()),
+        )
+        .await
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.base_url, path)
     }
@@ -171,6 +189,18 @@ impl ApiClient {
     pub async fn write(&self, body: Value) -> (u16, Value) {
         self.post_json("/internal/datastore/writer/write", &body)
             .await
+    }
+
+    /// `POST /internal/datastore/writer/write` with `Idempotency-Key: key`
+    /// (SPEC 5.1).
+    pub async fn write_with_key(&self, body: &Value, key: &str) -> (u16, Value) {
+        self.post_json_with_header(
+            "/internal/datastore/writer/write",
+            body,
+            "Idempotency-Key",
+            key,
+        )
+        .await
     }
 
     /// Writes `events` as one request (user 1, no `migration_index`) and

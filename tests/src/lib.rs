@@ -26,6 +26,9 @@
 //! - [`ApiProcess`] / [`WorkerProcess`]: one real process each, configured
 //!   only through the SPEC section 2 environment variables
 //!   ([`ServiceOptions`]), with signal helpers for crash and shutdown tests.
+//! - [`RedisProxy`]: a relay between an api and the Redis that acts at an
+//!   exact moment of the traffic (freeze Redis right after a commit was
+//!   sent, hold a commit while another replica is asked).
 //! - [`ApiClient`]: HTTP with the SPEC section 3 `Authorization` header, the
 //!   datastore routes and the migration route.
 //!
@@ -58,6 +61,7 @@ pub mod live_writer;
 pub mod migration_jobs;
 pub mod options;
 pub mod process;
+pub mod proxy;
 pub mod requests;
 pub mod test_migrations;
 pub mod topology;
@@ -71,3 +75,4 @@ pub use migration_shared::keys::Keys;
 pub use migration_shared::test_support::RedisServer;
 pub use options::ServiceOptions;
 pub use process::{ApiProcess, WorkerProcess};
+pub use proxy::RedisProxy;

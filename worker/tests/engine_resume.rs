@@ -2,10 +2,12 @@
 //! last checkpoint and ends byte-identical to an uninterrupted run.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use migration_shared::migrations::Registry;
 use migration_tests::engine::*;
 use migration_worker::engine::{Command, EngineError};
+use redis::Commands;
 use serde_json::json;
 
 const POSITIONS: u64 = 25;
@@ -66,16 +68,25 @@ async fn stopped_after_k_positions_resumes_identically(registry: Arc<Registry>) 
             state["{t}:mig:state"]["keyframe_cursor"],
             json!(k.to_string())
         );
+        // A clean stop flushes the lowest keyframe too (when one below the
+        // target is kept): the resume has nothing to replay.
+        if registry.reads_context() {
+            assert_eq!(
+                state["{t}:mig:state"]["lowest_cursor"],
+                json!(k.to_string())
+            );
+        }
+        // The resume reads no live events of the positions already done:
+        // they are gone, and it still ends identically.
+        forget_live_events(&mut setup, 1..=k as u64);
         // Resume with a different batch size: the result must not depend on it.
         let (result, lines) =
             run_stopping(&setup, &registry, Command::Migrate, 3, usize::MAX).await;
         assert!(result.is_ok(), "k={k}: {result:?} {lines:?}");
-        // Only a registry that reads the context needs the lowest keyframe.
-        assert_eq!(
-            lines
+        assert!(
+            !lines
                 .iter()
                 .any(|l| l.starts_with("Rebuilding the keyframe")),
-            registry.reads_context(),
             "{lines:?}"
         );
         assert!(
@@ -129,21 +140,6 @@ async fn fenced_after_k_positions_resumes_identically(registry: Arc<Registry>) {
             )
             .await
             .with_batch_positions(1);
-        struct FenceAfter<'a> {
-            conn: &'a mut redis::Connection,
-            left: usize,
-        }
-        impl migration_worker::engine::OutputSink for FenceAfter<'_> {
-            async fn line(&mut self, line: String) -> Result<(), EngineError> {
-                if line.starts_with("Position ") {
-                    self.left -= 1;
-                    if self.left == 0 {
-                        set_token(self.conn, TOKEN + 1);
-                    }
-                }
-                Ok(())
-            }
-        }
         let mut sink = FenceAfter {
             conn: &mut conn,
             left: k,
@@ -248,10 +244,65 @@ async fn finalize_interrupted_ends_identically(registry: Arc<Registry>) {
     assert_eq!(setup.dump(), expected);
 }
 
+/// Deletes the live events of `positions` (their MIs stay): a run that
+/// reads them fails ("no stored events"), so a run that succeeds afterwards
+/// has not read them.
+fn forget_live_events(setup: &mut Setup, positions: std::ops::RangeInclusive<u64>) {
+    let positions: Vec<u64> = positions.collect();
+    if !positions.is_empty() {
+        let _: () = setup.conn.hdel(keys().events(), positions).unwrap();
+    }
+}
+
+/// A sink that changes the fencing token after `left` verbose lines (another
+/// worker took the lock: the next checkpoint is refused).
+struct FenceAfter<'a> {
+    conn: &'a mut redis::Connection,
+    left: usize,
+}
+
+impl migration_worker::engine::OutputSink for FenceAfter<'_> {
+    async fn line(&mut self, line: String) -> Result<(), EngineError> {
+        if line.starts_with("Position ") {
+            self.left = self.left.saturating_sub(1);
+            if self.left == 0 {
+                set_token(self.conn, TOKEN + 1);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `migrate` one position per checkpoint, flushing the keyframes at
+/// every checkpoint but the lowest one only when forced (end, stop), and
+/// fences it after `k` positions: a crash that leaves the stored lowest
+/// keyframe behind `keyframe_cursor`.
+async fn crash_with_the_lowest_keyframe_behind(setup: &Setup, registry: &Arc<Registry>, k: usize) {
+    let mut conn = setup.server.connection();
+    let engine = setup
+        .engine(
+            registry,
+            migration_worker::engine::EngineOptions {
+                verbose: true,
+                max_positions_per_second: 0,
+            },
+        )
+        .await
+        .with_batch_positions(1)
+        .with_flush_intervals(Duration::ZERO, Duration::from_secs(3600));
+    let mut sink = FenceAfter {
+        conn: &mut conn,
+        left: k,
+    };
+    let result = engine.run(Command::Migrate, &mut sink).await;
+    assert!(matches!(result, Err(EngineError::Fenced)), "{result:?}");
+    set_token(&mut conn, TOKEN);
+}
+
 #[tokio::test]
-async fn resumed_run_rebuilds_the_unstored_lowest_keyframe() {
-    // The first migration reads `old` (the MI 1 keyframe, never stored: a
-    // resumed run rebuilds it from the live events), the second `new`.
+async fn resumed_run_replays_only_the_positions_after_the_stored_lowest_keyframe() {
+    // The first migration reads `old` (the MI 1 keyframe, the lowest: stored
+    // only at lowest flushes), the second `new`.
     let registry = registry(vec![
         std::sync::Arc::new(ReadsContext),
         rename_field("0003_rename", "motion", "title", "name"),
@@ -260,27 +311,66 @@ async fn resumed_run_rebuilds_the_unstored_lowest_keyframe() {
     rich_history(&mut reference, POSITIONS, 77);
     reference.run_ok(&registry, Command::Migrate).await;
     let expected = reference.dump_area();
-    assert!(
-        !expected
-            .keys()
-            .any(|k| k.starts_with("{t}:mig:keyframe:1:")),
-        "{expected:?}"
-    );
+    assert!(expected.contains_key("{t}:mig:keyframe:1:motion"));
     assert!(expected.contains_key("{t}:mig:keyframe:2:motion"));
-    for k in [3usize, 17] {
+    assert_eq!(
+        expected["{t}:mig:state"]["lowest_cursor"],
+        json!(POSITIONS.to_string())
+    );
+    for (stopped_after, k) in [(3usize, 5usize), (10, 9)] {
         let mut setup = Setup::new();
         rich_history(&mut setup, POSITIONS, 77);
-        let (result, _) = run_stopping(&setup, &registry, Command::Migrate, 2, k).await;
+        // A clean stop stores the lowest keyframe as of position L...
+        let (result, _) = run_stopping(&setup, &registry, Command::Migrate, 1, stopped_after).await;
         assert!(matches!(result, Err(EngineError::Cancelled)), "{result:?}");
+        // ... then a crash after the keyframes were flushed further, to K.
+        crash_with_the_lowest_keyframe_behind(&setup, &registry, k).await;
+        let state = setup.dump_area()["{t}:mig:state"].clone();
+        let number = |field: &str| -> u64 { state[field].as_str().unwrap().parse().unwrap() };
+        let (lowest, flushed) = (number("lowest_cursor"), number("keyframe_cursor"));
+        assert_eq!(lowest, stopped_after as u64 + 1);
+        assert!(flushed > lowest, "{state:?}");
+        // The resume reads the live events after L only.
+        forget_live_events(&mut setup, 1..=lowest);
         let lines = setup.run_ok(&registry, Command::Migrate).await;
         assert!(
-            lines
-                .iter()
-                .any(|l| l.starts_with("Rebuilding the keyframe of migration index 1")),
+            lines.iter().any(|l| l
+                == &format!(
+                    "Rebuilding the keyframe of migration index 1 from the live events of positions {} to {flushed}",
+                    lowest + 1
+                )),
             "{lines:?}"
         );
-        assert_eq!(setup.dump_area(), expected, "k={k}");
+        assert_eq!(setup.dump_area(), expected, "L={lowest} K={flushed}");
     }
+}
+
+#[tokio::test]
+async fn without_a_stored_lowest_keyframe_the_resume_rebuilds_it_from_position_1() {
+    let registry = registry(vec![
+        std::sync::Arc::new(ReadsContext),
+        rename_field("0003_rename", "motion", "title", "name"),
+    ]);
+    let mut reference = Setup::new();
+    rich_history(&mut reference, POSITIONS, 77);
+    reference.run_ok(&registry, Command::Migrate).await;
+    let expected = reference.dump_area();
+
+    let mut setup = Setup::new();
+    rich_history(&mut setup, POSITIONS, 77);
+    crash_with_the_lowest_keyframe_behind(&setup, &registry, 7).await;
+    let state = setup.dump_area()["{t}:mig:state"].clone();
+    assert!(state.get("lowest_cursor").is_none(), "{state:?}");
+    let flushed = state["keyframe_cursor"].as_str().unwrap().to_string();
+    let lines = setup.run_ok(&registry, Command::Migrate).await;
+    assert!(
+        lines.iter().any(|l| l
+            == &format!(
+                "Rebuilding the keyframe of migration index 1 from the live events of positions 1 to {flushed}"
+            )),
+        "{lines:?}"
+    );
+    assert_eq!(setup.dump_area(), expected);
 }
 
 #[tokio::test]
@@ -301,7 +391,9 @@ async fn declarative_chain_keeps_only_the_target_keyframe_with_the_same_result()
         mis.dedup();
         mis
     };
-    assert_eq!(keyframe_mis(&general_area), ["2", "3", "4"]);
+    // The general path stores the lowest keyframe (MI 1) too, at lowest
+    // flushes (here only at the end).
+    assert_eq!(keyframe_mis(&general_area), ["1", "2", "3", "4"]);
     assert_eq!(keyframe_mis(&blind_area), ["4"]);
     let same = |key: &str| general_area[key] == blind_area[key];
     for key in blind_area.keys() {

@@ -39,6 +39,16 @@ impl Model {
         Value::Object(object).to_string()
     }
 
+    /// The stored JSON without `meta_position`: what the commit script
+    /// completes once it has numbered the position (it never decodes JSON).
+    pub fn to_stored_json_without_position(&self) -> String {
+        let mut object = self.fields.clone();
+        if self.deleted {
+            object.insert(META_DELETED.into(), Value::Bool(true));
+        }
+        Value::Object(object).to_string()
+    }
+
     /// Parses [`Model::to_stored_json`].
     pub fn from_stored_json(text: &str) -> Result<Model, String> {
         let mut object: Map<String, Value> =

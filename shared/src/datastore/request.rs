@@ -37,7 +37,7 @@ pub enum RequestEvent {
     Create {
         /// The new model.
         fqid: String,
-        /// Its fields; nulls are dropped.
+        /// Its fields; a `null` value is refused (SPEC 5).
         #[serde(default)]
         fields: Map<String, Value>,
     },
@@ -113,12 +113,15 @@ impl WriteRequest {
                 RequestEvent::Create { fqid, fields } => {
                     let fqid = parse_fqid(fqid)?;
                     check_field_names(&fqid, fields.keys())?;
-                    let fields: Fields = fields
-                        .iter()
-                        .filter(|(_, value)| !value.is_null())
-                        .map(|(name, value)| (name.clone(), value.clone()))
-                        .collect();
-                    stored.push(Event::Create { fqid, fields });
+                    if let Some((name, _)) = fields.iter().find(|(_, value)| value.is_null()) {
+                        return Err(format!(
+                            "{fqid}: create sets field '{name}' to null (null only deletes a field in an update; leave the field out instead)"
+                        ));
+                    }
+                    stored.push(Event::Create {
+                        fqid,
+                        fields: fields.clone(),
+                    });
                 }
                 RequestEvent::Update {
                     fqid,
@@ -271,5 +274,11 @@ mod tests {
         )
         .contains("integers or strings"));
         assert!(bad(json!([])).contains("no events"));
+        let null =
+            bad(json!([{"type": "create", "fqid": "motion/7", "fields": {"a": 1, "text": null}}]));
+        assert!(
+            null.starts_with("motion/7:") && null.contains("'text'") && null.contains("null"),
+            "{null}"
+        );
     }
 }

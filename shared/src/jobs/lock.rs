@@ -2,19 +2,23 @@
 //! the lease, append output, finish or hand back the job, all fenced.
 //!
 //! The lock is the hash `lock` (`job_id`, `worker_id`, `fencing_token`)
-//! whose TTL is the lease. Every claim takes a new token from
-//! `lock:fencing_counter`; every later write by the holder passes its token
-//! and the script refuses it when the lock holds another (or none). So a
-//! worker that lost its lease (paused, partitioned) can never write again,
-//! whatever its own clock believes. The migration area's scripts (the
-//! engine's) check the same field.
+//! whose TTL is the lease. Every claim takes a new token, larger than
+//! `lock:fencing_counter` (the last one handed out) and never below Redis's
+//! clock in microseconds, so tokens never repeat even when Redis loses its
+//! last acknowledged writes (SPEC 7.1; the argument is in
+//! `docs/redis-keys.md`, "Fencing tokens"). Every later write by the holder
+//! passes its token and the script refuses it when the lock holds another
+//! (or none). So a worker that lost its lease (paused, partitioned) can
+//! never write again, whatever its own clock believes. The migration area's
+//! scripts (the engine's) check the same field.
 
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 use redis::RedisResult;
 
-use super::{unexpected_reply, JobCommand, MAX_TAKEOVERS};
+use super::queue::current_job_id;
+use super::{too_many_changes, unexpected_reply, JobCommand, MAX_TAKEOVERS, STALE_RETRIES};
 use crate::keys::Keys;
 use crate::scripts;
 
@@ -33,6 +37,34 @@ pub struct ClaimedJob {
     pub attempts: u32,
     /// Lines in the output stream right after the claim (for [`append_output`]).
     pub output_lines: u64,
+    /// Why this worker may run it.
+    pub how: ClaimKind,
+}
+
+/// How a job came to be claimed (the line `job_claim.lua` wrote says so too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimKind {
+    /// Its first run.
+    Started,
+    /// Handed back by a stopping worker.
+    Continued,
+    /// Its worker's lease expired: counted in `attempts`.
+    TakenOver,
+    /// This worker's own job again, after it lost touch with Redis: not
+    /// counted (SPEC 7.1).
+    Resumed,
+}
+
+impl ClaimKind {
+    fn parse(value: &str) -> Option<ClaimKind> {
+        match value {
+            "started" => Some(ClaimKind::Started),
+            "continued" => Some(ClaimKind::Continued),
+            "taken_over" => Some(ClaimKind::TakenOver),
+            "resumed" => Some(ClaimKind::Resumed),
+            _ => None,
+        }
+    }
 }
 
 /// What a claim found.
@@ -75,26 +107,51 @@ pub enum LeaseError {
 }
 
 /// Takes the current job if it is queued, or running with an expired lease
-/// (a takeover); see `job_claim.lua`.
+/// (a takeover), or, with `resume` naming it, running as this worker's own
+/// job (SPEC 7.1: after losing touch with Redis; not a takeover, whether its
+/// lease expired meanwhile or is still its own); see `job_claim.lua`.
+///
+/// `resume` must only name a job whose run this worker has stopped: the
+/// claim replaces even this worker's own live lease with a new token.
 pub async fn claim<C: ConnectionLike>(
     conn: &mut C,
     keys: &Keys,
     worker_id: &str,
     fingerprint: &str,
     lease: Duration,
+    resume: Option<&str>,
 ) -> RedisResult<ClaimOutcome> {
-    let reply: Vec<String> = scripts::CLAIM
-        .key(keys.current_job())
-        .key(keys.lock())
-        .key(keys.fencing_counter())
-        .arg(keys.base())
-        .arg(worker_id)
-        .arg(fingerprint)
-        .arg(lease.as_millis() as u64)
-        .arg(MAX_TAKEOVERS)
-        .invoke_async(conn)
-        .await?;
-    let parsed = match reply.as_slice() {
+    // The script gets the job's keys, so the caller names the job: read
+    // job:current here; the script re-checks it.
+    for _ in 0..STALE_RETRIES {
+        let Some(id) = current_job_id(conn, keys).await? else {
+            return Ok(ClaimOutcome::Idle);
+        };
+        let resuming = resume == Some(id.as_str());
+        let reply: Vec<String> = scripts::CLAIM
+            .key(keys.current_job())
+            .key(keys.lock())
+            .key(keys.fencing_counter())
+            .key(keys.job(&id))
+            .key(keys.job_output(&id))
+            .arg(&id)
+            .arg(worker_id)
+            .arg(fingerprint)
+            .arg(lease.as_millis() as u64)
+            .arg(MAX_TAKEOVERS)
+            .arg(if resuming { "1" } else { "0" })
+            .invoke_async(conn)
+            .await?;
+        if matches!(reply.as_slice(), [kind] if kind == "stale") {
+            continue;
+        }
+        return parse_claim(&reply).ok_or_else(|| unexpected_reply("job_claim", &reply));
+    }
+    Err(too_many_changes("job_claim"))
+}
+
+fn parse_claim(reply: &[String]) -> Option<ClaimOutcome> {
+    match reply {
         [kind] if kind == "idle" => Some(ClaimOutcome::Idle),
         [kind, id] if kind == "busy" => Some(ClaimOutcome::Busy { job_id: id.clone() }),
         [kind, id] if kind == "abandoned" => Some(ClaimOutcome::Abandoned { job_id: id.clone() }),
@@ -102,7 +159,7 @@ pub async fn claim<C: ConnectionLike>(
             job_id: id.clone(),
             job_fingerprint: job_fingerprint.clone(),
         }),
-        [kind, id, cmd, verbose, token, attempts, lines] if kind == "claimed" => (|| {
+        [kind, id, cmd, verbose, token, attempts, lines, how] if kind == "claimed" => {
             Some(ClaimOutcome::Claimed(ClaimedJob {
                 job_id: id.clone(),
                 command: JobCommand::parse(cmd)?,
@@ -110,15 +167,17 @@ pub async fn claim<C: ConnectionLike>(
                 fencing_token: token.parse().ok()?,
                 attempts: attempts.parse().ok()?,
                 output_lines: lines.parse().ok()?,
+                how: ClaimKind::parse(how)?,
             }))
-        })(),
+        }
         _ => None,
-    };
-    parsed.ok_or_else(|| unexpected_reply("job_claim", &reply))
+    }
 }
 
 /// Extends the lease; false when the lock no longer holds `fencing_token`
-/// (the caller must stop at once).
+/// (the caller must stop at once). A refused token still raises the
+/// fencing counter to itself if Redis forgot it, so it is never handed out
+/// again.
 pub async fn renew<C: ConnectionLike>(
     conn: &mut C,
     keys: &Keys,
@@ -127,6 +186,7 @@ pub async fn renew<C: ConnectionLike>(
 ) -> RedisResult<bool> {
     let renewed: i64 = scripts::RENEW
         .key(keys.lock())
+        .key(keys.fencing_counter())
         .arg(fencing_token)
         .arg(lease.as_millis() as u64)
         .invoke_async(conn)

@@ -21,9 +21,9 @@ pub mod workers;
 use std::collections::HashMap;
 use std::fmt;
 
-pub use lock::{claim, ClaimOutcome, ClaimedJob, LeaseError};
+pub use lock::{claim, ClaimKind, ClaimOutcome, ClaimedJob, LeaseError};
 pub use output::{format_output, read_output, wait_until_finished};
-pub use queue::{current_job, enqueue, job, mark_result_read, EnqueueOutcome};
+pub use queue::{current_job, current_job_id, enqueue, job, mark_result_read, EnqueueOutcome};
 
 /// SPEC 4.2, exact: a job is queued or running.
 pub const RUNNING_MESSAGE: &str = "Migration is running, only 'progress' command is allowed";
@@ -174,11 +174,18 @@ impl JobRecord {
     }
 }
 
-/// Job keys built inside scripts follow `{base}job:{id}`; this keeps them in
-/// step with [`crate::keys::Keys`] (checked by a test).
-#[cfg(test)]
-fn script_job_key(keys: &crate::keys::Keys, job_id: &str) -> String {
-    format!("{}job:{job_id}", keys.base())
+/// How often a caller reads `job:current` again when a script found it
+/// changed in between (another replica accepted a job at that moment).
+/// Each retry means someone else made progress, so a few suffice.
+const STALE_RETRIES: usize = 16;
+
+/// `job:current` changed between every read and its script.
+fn too_many_changes(script: &'static str) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Client,
+        script,
+        "job:current kept changing between the read and the script".to_string(),
+    ))
 }
 
 /// A script replied with something it never returns.

@@ -33,7 +33,7 @@ async fn claimed(
     worker: &str,
     lease: Duration,
 ) -> ClaimedJob {
-    match claim(conn, keys, worker, "fp", lease).await.unwrap() {
+    match claim(conn, keys, worker, "fp", lease, None).await.unwrap() {
         ClaimOutcome::Claimed(job) => job,
         other => panic!("expected claimed, got {other:?}"),
     }
@@ -71,16 +71,6 @@ async fn lock_exists(conn: &mut RedisConnection, keys: &Keys) -> bool {
         .query_async(conn)
         .await
         .unwrap()
-}
-
-#[test]
-fn job_keys_built_in_scripts_match_keys_rs() {
-    let keys = Keys::new("mig");
-    assert_eq!(script_job_key(&keys, "abc"), keys.job("abc"));
-    assert_eq!(
-        format!("{}:output", script_job_key(&keys, "abc")),
-        keys.job_output("abc")
-    );
 }
 
 #[tokio::test]
@@ -199,7 +189,9 @@ async fn mark_read_only_marks_finished_jobs() {
 async fn claim_takes_queued_jobs_once_with_rising_fencing_tokens() {
     let (_server, mut conn, keys) = setup().await;
     assert_eq!(
-        claim(&mut conn, &keys, "w1", "fp", LEASE).await.unwrap(),
+        claim(&mut conn, &keys, "w1", "fp", LEASE, None)
+            .await
+            .unwrap(),
         ClaimOutcome::Idle
     );
     let id = accepted(&mut conn, &keys, JobCommand::Finalize).await;
@@ -218,7 +210,9 @@ async fn claim_takes_queued_jobs_once_with_rising_fencing_tokens() {
     assert_eq!((holder.as_str(), token), ("w1", job.fencing_token));
     assert!(ttl > 9_000 && ttl <= 10_000, "{ttl}");
     assert_eq!(
-        claim(&mut conn, &keys, "w2", "fp", LEASE).await.unwrap(),
+        claim(&mut conn, &keys, "w2", "fp", LEASE, None)
+            .await
+            .unwrap(),
         ClaimOutcome::Busy { job_id: id.clone() }
     );
     let record = current_job(&mut conn, &keys).await.unwrap().unwrap();
@@ -230,7 +224,9 @@ async fn claim_takes_queued_jobs_once_with_rising_fencing_tokens() {
         .await
         .unwrap();
     assert_eq!(
-        claim(&mut conn, &keys, "w2", "fp", LEASE).await.unwrap(),
+        claim(&mut conn, &keys, "w2", "fp", LEASE, None)
+            .await
+            .unwrap(),
         ClaimOutcome::Idle
     );
     mark_result_read(&mut conn, &keys, &id).await.unwrap();
@@ -269,7 +265,9 @@ async fn expired_lease_is_taken_over_three_times_then_abandoned() {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
-        claim(&mut conn, &keys, "w9", "fp", short).await.unwrap(),
+        claim(&mut conn, &keys, "w9", "fp", short, None)
+            .await
+            .unwrap(),
         ClaimOutcome::Abandoned { job_id: id.clone() }
     );
     let record = current_job(&mut conn, &keys).await.unwrap().unwrap();
@@ -291,7 +289,7 @@ async fn a_worker_with_another_registry_refuses_the_job() {
     let (_server, mut conn, keys) = setup().await;
     let id = accepted(&mut conn, &keys, JobCommand::Migrate).await;
     assert_eq!(
-        claim(&mut conn, &keys, "w1", "other-fp", LEASE)
+        claim(&mut conn, &keys, "w1", "other-fp", LEASE, None)
             .await
             .unwrap(),
         ClaimOutcome::Refused {
@@ -531,4 +529,270 @@ async fn worker_presence_counts_live_workers_by_redis_time() {
     assert_eq!(live_worker_count(&mut conn, &keys).await.unwrap(), 1);
     leave(&mut conn, &keys, "a").await.unwrap();
     assert_eq!(live_worker_count(&mut conn, &keys).await.unwrap(), 0);
+}
+
+/// The lock's current fencing token, if any.
+async fn lock_token(conn: &mut RedisConnection, keys: &Keys) -> Option<u64> {
+    redis::cmd("HGET")
+        .arg(keys.lock())
+        .arg("fencing_token")
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn fencing_tokens_never_repeat_after_redis_lost_its_last_writes() {
+    let (mut server, mut conn, keys) = setup().await;
+    let id = accepted(&mut conn, &keys, JobCommand::Migrate).await;
+    let before_claim = server.snapshot();
+    let first = claimed(&mut conn, &keys, "w1", LEASE).await;
+    // Redis forgets the claim (a restore from an older snapshot; a failover
+    // to a replica that never got it); w1 still believes it holds the job.
+    server.restore(&before_claim);
+    let mut conn = server.connection_manager().await;
+    assert_eq!(lock_token(&mut conn, &keys).await, None);
+    let second = claimed(&mut conn, &keys, "w2", LEASE).await;
+    assert_eq!(second.job_id, id);
+    assert!(
+        second.fencing_token > first.fencing_token,
+        "{} after {}",
+        second.fencing_token,
+        first.fencing_token
+    );
+    // so every fenced write of w1 is refused
+    assert!(!renew(&mut conn, &keys, first.fencing_token, LEASE)
+        .await
+        .unwrap());
+    assert!(matches!(
+        append(&mut conn, &keys, &id, first.fencing_token, 0, &["late"]).await,
+        Err(LeaseError::Fenced)
+    ));
+    assert!(matches!(
+        finish(&mut conn, &keys, &id, first.fencing_token, None).await,
+        Err(LeaseError::Fenced)
+    ));
+    assert_eq!(
+        lock_token(&mut conn, &keys).await,
+        Some(second.fencing_token)
+    );
+}
+
+#[tokio::test]
+async fn fencing_tokens_rise_above_the_last_one_even_when_the_clock_is_behind() {
+    let (_server, mut conn, keys) = setup().await;
+    // A token handed out by a primary whose clock ran ahead of this one's.
+    let ahead: u64 = 8_000_000_000_000_000;
+    let _: () = redis::cmd("SET")
+        .arg(keys.fencing_counter())
+        .arg(ahead)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    accepted(&mut conn, &keys, JobCommand::Migrate).await;
+    let job = claimed(&mut conn, &keys, "w1", LEASE).await;
+    assert_eq!(job.fencing_token, ahead + 1);
+    let counter: u64 = redis::cmd("GET")
+        .arg(keys.fencing_counter())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(counter, ahead + 1);
+}
+
+#[tokio::test]
+async fn a_worker_resuming_its_own_job_is_no_takeover() {
+    let (_server, mut conn, keys) = setup().await;
+    let short = Duration::from_millis(60);
+    let id = accepted(&mut conn, &keys, JobCommand::Migrate).await;
+    let first = claimed(&mut conn, &keys, "w1", LEASE).await;
+    assert_eq!(first.how, ClaimKind::Started);
+
+    // its lease still live: another worker's resume hint changes nothing
+    assert_eq!(
+        claim(&mut conn, &keys, "w2", "fp", LEASE, Some(&id))
+            .await
+            .unwrap(),
+        ClaimOutcome::Busy { job_id: id.clone() }
+    );
+    // w1 itself re-takes its live lease with a new token
+    let resumed = match claim(&mut conn, &keys, "w1", "fp", short, Some(&id))
+        .await
+        .unwrap()
+    {
+        ClaimOutcome::Claimed(job) => job,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(resumed.how, ClaimKind::Resumed);
+    assert_eq!(resumed.attempts, 0);
+    assert!(resumed.fencing_token > first.fencing_token);
+    assert!(!renew(&mut conn, &keys, first.fencing_token, LEASE)
+        .await
+        .unwrap());
+
+    // its lease expired, nobody took the job: w1 re-takes it, uncounted
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(!lock_exists(&mut conn, &keys).await);
+    let again = match claim(&mut conn, &keys, "w1", "fp", short, Some(&id))
+        .await
+        .unwrap()
+    {
+        ClaimOutcome::Claimed(job) => job,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((again.how, again.attempts), (ClaimKind::Resumed, 0));
+    let lines = read_output(&mut conn, &keys, &id).await.unwrap();
+    assert_eq!(
+        lines.last().unwrap(),
+        &format!(
+            "Worker w1 resumes job {id} on its own lease after losing touch with Redis (not a takeover)"
+        )
+    );
+    assert!(!lines_contain(&lines, "took the job over"), "{lines:?}");
+    let record = current_job(&mut conn, &keys).await.unwrap().unwrap();
+    assert_eq!(record.attempts, 0);
+
+    // without the hint (the worker did not stop for an outage) an expired
+    // lease of its own job is a counted takeover, so a job that fails the
+    // same way every time is still abandoned in the end
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let counted = claimed(&mut conn, &keys, "w1", LEASE).await;
+    assert_eq!((counted.how, counted.attempts), (ClaimKind::TakenOver, 1));
+
+    // a lease another worker took after it expired is never resumed
+    let mut conn2 = conn.clone();
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(keys.lock())
+        .arg(1)
+        .query_async(&mut conn2)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let taken = claimed(&mut conn, &keys, "w2", LEASE).await;
+    assert_eq!(taken.how, ClaimKind::TakenOver);
+    assert_eq!(
+        claim(&mut conn, &keys, "w1", "fp", LEASE, Some(&id))
+            .await
+            .unwrap(),
+        ClaimOutcome::Busy { job_id: id.clone() }
+    );
+}
+
+#[tokio::test]
+async fn a_resume_hint_for_a_queued_job_is_an_ordinary_claim() {
+    let (_server, mut conn, keys) = setup().await;
+    let id = accepted(&mut conn, &keys, JobCommand::Reset).await;
+    let job = match claim(&mut conn, &keys, "w1", "fp", LEASE, Some(&id))
+        .await
+        .unwrap()
+    {
+        ClaimOutcome::Claimed(job) => job,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((job.how, job.attempts), (ClaimKind::Started, 0));
+}
+
+#[tokio::test]
+async fn job_scripts_refuse_a_current_job_that_changed_since_the_caller_read_it() {
+    let (_server, mut conn, keys) = setup().await;
+    let id = accepted(&mut conn, &keys, JobCommand::Migrate).await;
+    let other = "00000000-0000-4000-8000-000000000000";
+    let claim_reply: Vec<String> = crate::scripts::CLAIM
+        .key(keys.current_job())
+        .key(keys.lock())
+        .key(keys.fencing_counter())
+        .key(keys.job(other))
+        .key(keys.job_output(other))
+        .arg(other)
+        .arg("w1")
+        .arg("fp")
+        .arg(1000)
+        .arg(MAX_TAKEOVERS)
+        .arg("0")
+        .invoke_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(claim_reply, vec!["stale"]);
+    let current_reply: Vec<String> = crate::scripts::CURRENT
+        .key(keys.current_job())
+        .key(keys.job(other))
+        .arg(other)
+        .invoke_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(current_reply, vec!["stale".to_string(), id.clone()]);
+    // an enqueue that believes there is no current job
+    let enqueue_reply: Vec<String> = crate::scripts::ENQUEUE
+        .key(keys.current_job())
+        .key(keys.job_wakeup())
+        .key(keys.job(other))
+        .key(keys.job_output(other))
+        .arg("")
+        .arg(other)
+        .arg("reset")
+        .arg("0")
+        .arg("fp")
+        .arg("first")
+        .invoke_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(enqueue_reply, vec!["stale"]);
+    // nothing changed: the job is still queued and the only one
+    let record = current_job(&mut conn, &keys).await.unwrap().unwrap();
+    assert_eq!(
+        (record.id.as_str(), record.state),
+        (id.as_str(), JobState::Queued)
+    );
+    assert_eq!(super::job(&mut conn, &keys, other).await.unwrap(), None);
+    assert!(!lock_exists(&mut conn, &keys).await);
+}
+
+#[tokio::test]
+async fn claim_copes_with_a_job_record_missing_its_counters() {
+    let (_server, mut conn, keys) = setup().await;
+    let id = accepted(&mut conn, &keys, JobCommand::Migrate).await;
+    let _: () = redis::cmd("HDEL")
+        .arg(keys.job(&id))
+        .arg("attempts")
+        .arg("output_lines")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let job = claimed(&mut conn, &keys, "w1", LEASE).await;
+    assert_eq!(job.attempts, 0);
+    // the claim's own line is the one it knows of
+    assert_eq!(job.output_lines, 1);
+}
+
+#[tokio::test]
+async fn a_refused_renewal_keeps_its_token_from_being_handed_out_again() {
+    let (_server, mut conn, keys) = setup().await;
+    // a token from a clock that ran ahead (or a counter set ahead)
+    let ahead: u64 = 8_000_000_000_000_000;
+    let _: () = redis::cmd("SET")
+        .arg(keys.fencing_counter())
+        .arg(ahead)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    accepted(&mut conn, &keys, JobCommand::Migrate).await;
+    let stale = claimed(&mut conn, &keys, "w1", LEASE).await;
+    // Redis loses the claim: the counter and the lock are gone
+    let _: () = redis::pipe()
+        .del(keys.fencing_counter())
+        .del(keys.lock())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // the stale holder's renewal is refused, and leaves its token behind
+    assert!(!renew(&mut conn, &keys, stale.fencing_token, LEASE)
+        .await
+        .unwrap());
+    let next = claimed(&mut conn, &keys, "w2", LEASE).await;
+    assert!(
+        next.fencing_token > stale.fencing_token,
+        "{} after {}",
+        next.fencing_token,
+        stale.fencing_token
+    );
 }

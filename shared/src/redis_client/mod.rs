@@ -93,21 +93,36 @@ pub fn connection_manager(url: &str) -> RedisResult<RedisConnection> {
     connect(&target)
 }
 
+/// [`connection_manager`] with another response timeout than
+/// [`RESPONSE_TIMEOUT`] (tests of a stalled Redis use a short one).
+pub fn connection_manager_with_response_timeout(
+    url: &str,
+    response_timeout: Duration,
+) -> RedisResult<RedisConnection> {
+    let target = RedisTarget::parse(url).map_err(invalid_url)?;
+    connect_with(&target, response_timeout)
+}
+
 /// [`connection_manager`] for a parsed target.
 pub fn connect(target: &RedisTarget) -> RedisResult<RedisConnection> {
+    connect_with(target, RESPONSE_TIMEOUT)
+}
+
+fn connect_with(target: &RedisTarget, response_timeout: Duration) -> RedisResult<RedisConnection> {
     let shared = match target {
         RedisTarget::Single(info) => {
             let client = Client::open(info.clone())?;
             Shared::Single(ConnectionManager::new_lazy_with_config(
                 client,
-                manager_config(),
+                manager_config(response_timeout),
             )?)
         }
-        RedisTarget::Sentinel(target) => {
-            Shared::Sentinel(sentinel::SentinelConnection::new(target.clone())?)
-        }
+        RedisTarget::Sentinel(target) => Shared::Sentinel(sentinel::SentinelConnection::new(
+            target.clone(),
+            response_timeout,
+        )?),
         RedisTarget::Cluster(target) => Shared::Cluster(LazyCluster {
-            client: Arc::new(cluster_client(target, Some(RESPONSE_TIMEOUT))?),
+            client: Arc::new(cluster_client(target, Some(response_timeout))?),
             connection: Arc::new(OnceCell::new()),
         }),
     };
@@ -138,13 +153,13 @@ pub async fn dedicated_connection(url: &str) -> RedisResult<BlockingConnection> 
 
 /// The single-server manager's settings: one quick retry, short connect
 /// and generous response timeouts.
-fn manager_config() -> ConnectionManagerConfig {
+fn manager_config(response_timeout: Duration) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_number_of_retries(1)
         .set_min_delay(Duration::from_millis(50))
         .set_max_delay(Duration::from_millis(500))
         .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_response_timeout(Some(response_timeout))
 }
 
 async fn multiplexed(client: Client) -> RedisResult<MultiplexedConnection> {

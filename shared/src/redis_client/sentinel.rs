@@ -39,6 +39,8 @@ pub(super) struct SentinelConnection {
 }
 
 struct Shared {
+    /// The response timeout of the primary's connection manager.
+    response_timeout: Duration,
     /// Whether the watcher task runs (started at the first command, where a
     /// runtime is certain).
     watching: AtomicBool,
@@ -60,9 +62,13 @@ struct Primary {
 }
 
 impl SentinelConnection {
-    pub(super) fn new(target: SentinelTarget) -> RedisResult<SentinelConnection> {
+    pub(super) fn new(
+        target: SentinelTarget,
+        response_timeout: Duration,
+    ) -> RedisResult<SentinelConnection> {
         Ok(SentinelConnection {
             shared: Arc::new(Shared {
+                response_timeout,
                 watching: AtomicBool::new(false),
                 sentinels: tokio::sync::Mutex::new(sentinel_client(&target)?),
                 target,
@@ -104,7 +110,10 @@ impl SentinelConnection {
                 )
             })?;
         let address = client.get_connection_info().addr().to_string();
-        let manager = ConnectionManager::new_lazy_with_config(client, manager_config())?;
+        let manager = ConnectionManager::new_lazy_with_config(
+            client,
+            manager_config(self.shared.response_timeout),
+        )?;
         let primary = Primary {
             generation: self.shared.generations.fetch_add(1, Ordering::Relaxed) + 1,
             address,

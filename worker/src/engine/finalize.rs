@@ -8,10 +8,13 @@
 //! datastore. Writes are refused by the write route while a finalize job is
 //! current, so the positions cannot grow between the migrate pass and the
 //! flip; the flip checks it anyway (STALE) and the engine then migrates the
-//! new positions and flips again, a bounded number of times.
+//! new positions and flips again, a bounded number of times. A flip whose
+//! answer was lost (an outage) is retried; the script recognises that it
+//! already landed (no migration area, live MI at the target) and answers
+//! with the live counts, so the retry is no failure.
 
 use super::migrate::{migrate, Migrated};
-use super::store::is_stale;
+use super::store::{is_stale, Landed};
 use super::{Engine, EngineError, OutputSink};
 
 /// How often the migrate pass and the flip are repeated when positions were
@@ -39,7 +42,10 @@ pub(crate) async fn finalize<S: OutputSink>(
             return Err(EngineError::Cancelled);
         }
         match engine.store.finalize(target, &fingerprint).await {
-            Ok((positions, events)) => {
+            Ok((positions, events, landed)) => {
+                if landed == Landed::Already {
+                    tracing::info!("the flip had landed although its answer was lost");
+                }
                 sink.line(format!(
                     "Finalize finished: {positions} positions with {events} events are live at migration index {target}; the migration data is deleted"
                 ))

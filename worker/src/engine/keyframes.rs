@@ -13,13 +13,19 @@
 //! positions have no events at those MIs (they were written at a higher MI),
 //! so their nearest available state is the best "old" view there is.
 //!
-//! The keyframe of the lowest MI (when below the target) is never stored: it
-//! is exactly the replay of the live events of every migrated position (each
-//! position's live events are its events at its own, lowest, MI; the copies
-//! above keep that true), so a resumed run rebuilds it from `ds:events`
-//! ([`Keyframes::replay`]). That halves the keyframe writes of a single
-//! migration. When a lower MI appears, the former lowest keyframe becomes a
-//! stored one and all its models are written at the next flush.
+//! The keyframe of the lowest MI (when below the target) is exactly the
+//! replay of the live events of every migrated position (each position's
+//! live events are its events at its own, lowest, MI; the copies above keep
+//! that true). It is therefore stored less often than the others (see
+//! `migrate.rs`: a *lowest flush*, recorded as `lowest_cursor`): a resumed
+//! run loads it as of `lowest_cursor` and replays the live events of the
+//! positions after it up to `keyframe_cursor` ([`Keyframes::replay`]),
+//! instead of writing it at every flush (that would double the keyframe
+//! writes of a single migration) or replaying every position from 1. When a
+//! lower MI appears, the former lowest keyframe becomes an ordinary stored
+//! one and all its models are written at the next flush; the new lowest one
+//! is written whole at its first lowest flush (until then a resume rebuilds
+//! it from position 1).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -53,25 +59,36 @@ impl Keyframes {
         }
     }
 
-    /// Whether the keyframe at `mi` is stored (all but an unstored lowest).
-    fn is_stored(&self, mi: u64) -> bool {
-        mi >= self.target || self.min_mi().is_some_and(|lowest| mi > lowest)
+    /// Whether `mi` is the lowest keyframe below the target (flushed only by
+    /// lowest flushes).
+    fn is_lowest(&self, mi: u64) -> bool {
+        mi < self.target && self.min_mi() == Some(mi)
     }
 
-    /// Starts rebuilding the unstored keyframe at `mi` (below every loaded
-    /// one) from nothing.
+    /// Starts rebuilding the keyframe at `mi` (below every loaded one) from
+    /// nothing: it was never stored.
     pub(crate) fn start_replay(&mut self, mi: u64) {
         self.by_mi.insert(mi, Models::new());
     }
 
-    /// Applies a live event to the lowest keyframe while rebuilding it.
+    /// Applies a live event to the lowest keyframe while rebuilding it; the
+    /// model counts as changed since the lowest keyframe's last flush.
     pub(crate) fn replay(
         &mut self,
         mi: u64,
         event: &Event,
         position: u64,
     ) -> Result<(), ApplyError> {
-        apply_event(self.by_mi.entry(mi).or_default(), event, position)
+        apply_event(self.by_mi.entry(mi).or_default(), event, position)?;
+        self.mark_dirty(mi, event.fqid());
+        Ok(())
+    }
+
+    fn mark_dirty(&mut self, mi: u64, fqid: &Fqid) {
+        let dirty = self.dirty.entry(mi).or_default();
+        if !dirty.contains(fqid) {
+            dirty.insert(fqid.clone());
+        }
     }
 
     /// The lowest MI with a keyframe.
@@ -83,7 +100,8 @@ impl Keyframes {
     pub(crate) fn ensure_range(&mut self, from: u64, target: u64) {
         let lowest = self.min_mi();
         if let Some(lowest) = lowest.filter(|lowest| *lowest > from && *lowest < self.target) {
-            // The former lowest keyframe was never stored: store it whole.
+            // The former lowest keyframe was stored at lowest flushes only (or
+            // never): from now on it is an ordinary one, stored whole.
             let models: Vec<Fqid> = self.by_mi[&lowest].keys().cloned().collect();
             self.dirty.entry(lowest).or_default().extend(models);
         }
@@ -118,29 +136,44 @@ impl Keyframes {
     ) -> Result<(), ApplyError> {
         let models = self.by_mi.entry(mi).or_default();
         apply_event(models, event, position)?;
-        if !self.is_stored(mi) {
-            return Ok(());
-        }
-        let dirty = self.dirty.entry(mi).or_default();
-        if !dirty.contains(event.fqid()) {
-            dirty.insert(event.fqid().clone());
-        }
+        self.mark_dirty(mi, event.fqid());
         Ok(())
     }
 
-    /// How many (MI, model) pairs changed since the last flush.
+    /// How many (MI, model) pairs changed since the last flush, the lowest
+    /// keyframe below the target left out.
     pub(crate) fn dirty_len(&self) -> usize {
-        self.dirty.values().map(HashSet::len).sum()
+        self.dirty
+            .iter()
+            .filter(|(mi, _)| !self.is_lowest(**mi))
+            .map(|(_, fqids)| fqids.len())
+            .sum()
+    }
+
+    /// How many models of the lowest keyframe below the target changed since
+    /// its last flush (0 when the lowest keyframe is the target's).
+    pub(crate) fn lowest_dirty_len(&self) -> usize {
+        match self.min_mi() {
+            Some(mi) if mi < self.target => self.dirty.get(&mi).map_or(0, HashSet::len),
+            _ => 0,
+        }
     }
 
     /// The changed models as stored JSON, grouped by (MI, collection); clears
-    /// the dirty set.
-    pub(crate) fn take_dirty(&mut self) -> KeyframeWrites {
+    /// their dirty sets. The lowest keyframe below the target is included
+    /// only when `lowest` is set (a lowest flush); else its changes are kept
+    /// for the next lowest flush.
+    pub(crate) fn take_dirty(&mut self, lowest: bool) -> KeyframeWrites {
         let mut writes = KeyframeWrites::new();
-        for (mi, fqids) in std::mem::take(&mut self.dirty) {
-            if !self.is_stored(mi) {
-                continue;
+        let mut dirty = std::mem::take(&mut self.dirty);
+        if !lowest {
+            if let Some(mi) = self.min_mi().filter(|mi| *mi < self.target) {
+                if let Some(kept) = dirty.remove(&mi) {
+                    self.dirty.insert(mi, kept);
+                }
             }
+        }
+        for (mi, fqids) in dirty {
             let models = &self.by_mi[&mi];
             // Grouped by borrowed collection name: one allocation per
             // collection, not per model.

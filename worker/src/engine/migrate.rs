@@ -11,6 +11,19 @@
 //! `migrate` add positions after the snapshot's last position; they are left
 //! for the next `migrate`/`finalize`.
 //!
+//! The keyframe of the lowest MI below the target is flushed less often (a
+//! *lowest flush*: at most every [`LOWEST_FLUSH_INTERVAL`], when many of its
+//! models changed, when stopping and at the end): a resumed run loads it as
+//! of `lowest_cursor` and replays only the live events after it (see
+//! `keyframes.rs`), so a clean stop costs no replay at all and a crash at
+//! most that interval of replay, never a replay from position 1.
+//!
+//! Stopping: every phase checks the cancel token between two Redis calls
+//! and honours the throttle (`pace.rs`); the phases before the first
+//! checkpoint write nothing, so they stop at once with
+//! [`EngineError::Cancelled`]; the migration loop stops after its next
+//! checkpoint (a keyframe and lowest flush).
+//!
 //! Resume rule: the migration area is reused only when `mig:state` was built
 //! for this registry (same target and fingerprint). Otherwise it is discarded
 //! (atomically, by the first checkpoint) and every position is migrated again
@@ -21,8 +34,9 @@
 use std::time::{Duration, Instant};
 
 use super::keyframes::Keyframes;
+use super::pace::Pacer;
 use super::position::migrate_position;
-use super::store::{Checkpoint, LivePosition, Mode, Snapshot};
+use super::store::{AreaState, Checkpoint, LivePosition, Mode, Snapshot};
 use super::{Engine, EngineError, OutputSink};
 
 /// Positions per checkpoint without a throttle: big enough that the round
@@ -33,13 +47,22 @@ pub(crate) const BATCH_POSITIONS: u64 = 256;
 /// Longest time between two keyframe flushes: what a crash can cost in
 /// redone work. Between flushes the changed models are deduplicated, which
 /// is most of the write volume of a checkpoint.
-const KEYFRAME_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const KEYFRAME_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Flush earlier when this many (MI, model) pairs changed, so that one
 /// checkpoint script stays small enough not to stall other Redis clients
 /// for long (about 0.1 s for 50 000 models), and far inside any response
 /// timeout (the binaries use 30 s, redis-rs defaults to 500 ms).
 pub(crate) const KEYFRAME_FLUSH_MODELS: usize = 50_000;
+
+/// Longest time between two flushes of the lowest keyframe (below the
+/// target): what a crash costs in replayed live events on resume. Fifteen
+/// times the keyframe flush interval, so the lowest keyframe's changes are
+/// deduplicated over a long stretch and its writes stay a small share.
+pub(crate) const LOWEST_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Positions per read while rebuilding the lowest keyframe.
+const REPLAY_BATCH: u64 = 1024;
 
 /// How a migrate pass ended.
 pub(crate) enum Migrated {
@@ -96,7 +119,8 @@ pub(crate) async fn fail<S: OutputSink>(sink: &mut S, message: String) -> Engine
 
 /// Checks every position `1..=last`: it has an MI, not above the target, and
 /// the MI does not rise from one position to the next. Runs before anything
-/// is written; reads only the MIs, in chunks.
+/// is written; reads only the MIs, in chunks, throttled; stops (`Cancelled`)
+/// between two chunks.
 async fn validate<S: OutputSink>(
     engine: &Engine,
     last: u64,
@@ -107,7 +131,7 @@ async fn validate<S: OutputSink>(
     let mut problem: Option<String> = None;
     engine
         .store
-        .for_each_position_mi(last, |position, mi| {
+        .for_each_position_mi(last, engine.rate(), |position, mi| {
             if problem.is_some() {
                 return Ok(());
             }
@@ -166,7 +190,9 @@ pub(crate) async fn migrate<S: OutputSink>(
         .await?;
         return Ok(Migrated::NothingToMigrate);
     }
-    validate(engine, last, sink).await?;
+    if let Err(err) = validate(engine, last, sink).await {
+        return Err(stopped(sink, err, "while checking the positions' migration indices").await);
+    }
 
     let area = &snapshot.area;
     let area_is_current = area.target == Some(target)
@@ -211,26 +237,13 @@ pub(crate) async fn migrate<S: OutputSink>(
 
     let mut keyframes = match (area_is_current, area.min_mi) {
         (true, Some(min_mi)) if cursor > 0 => {
-            // Without a migration reading the context only the target
-            // keyframe is needed (see `position.rs`); nothing to rebuild.
-            let min_mi = if registry.reads_context() {
-                min_mi
-            } else {
-                target
-            };
-            let stored_from = if min_mi < target { min_mi + 1 } else { min_mi };
-            let loaded = match engine.store.load_keyframes(stored_from, target).await {
-                Ok(loaded) => loaded,
+            match resume_keyframes(engine, area, min_mi, cursor, sink).await {
+                Ok(keyframes) => keyframes,
                 Err(EngineError::Failed(message)) => return Err(fail(sink, message).await),
-                Err(err) => return Err(err),
-            };
-            let mut keyframes = Keyframes::loaded(loaded, target);
-            if min_mi < target {
-                if let Err(message) = replay(engine, &mut keyframes, min_mi, cursor, sink).await {
-                    return Err(fail(sink, message).await);
+                Err(err) => {
+                    return Err(stopped(sink, err, "while loading the keyframes").await);
                 }
             }
-            keyframes
         }
         _ => Keyframes::new(target),
     };
@@ -259,6 +272,7 @@ pub(crate) async fn migrate<S: OutputSink>(
     let mut pending = Some(read(cursor + 1));
     let mut in_flight: Option<InFlight> = None;
     let mut last_flush = Instant::now();
+    let mut last_lowest_flush = Instant::now();
     while let Some(reading) = pending.take() {
         let batch: Vec<LivePosition> = match reading.await {
             Ok(Ok(batch)) => batch,
@@ -284,6 +298,7 @@ pub(crate) async fn migrate<S: OutputSink>(
             target,
             fingerprint: fingerprint.clone(),
             min_mi: None,
+            lowest: false,
             source_events: 0,
             migrated_events: 0,
             positions: Vec::with_capacity(batch.len()),
@@ -348,15 +363,26 @@ pub(crate) async fn migrate<S: OutputSink>(
         // The keyframes are flushed (the changed models since the last
         // flush, deduplicated) at most every KEYFRAME_FLUSH_INTERVAL, and
         // always at the end and when stopping, so that the checkpoint a run
-        // ends with is one a later run resumes from.
-        let flush = stopping
+        // ends with is one a later run resumes from. The lowest keyframe
+        // below the target joins a flush more rarely (LOWEST_FLUSH_INTERVAL),
+        // and also at the end and when stopping: a clean stop leaves nothing
+        // to replay.
+        let lowest_due = stopping
             || batch_last == last
-            || last_flush.elapsed() >= KEYFRAME_FLUSH_INTERVAL
+            || last_lowest_flush.elapsed() >= engine.lowest_flush_interval
+            || keyframes.lowest_dirty_len() >= engine.keyframe_flush_models;
+        let flush = lowest_due
+            || last_flush.elapsed() >= engine.keyframe_flush_interval
             || keyframes.dirty_len() >= engine.keyframe_flush_models;
         if flush {
-            checkpoint.min_mi = Some(keyframes.min_mi().unwrap_or(target));
-            checkpoint.keyframes = keyframes.take_dirty();
+            let min_mi = keyframes.min_mi().unwrap_or(target);
+            checkpoint.min_mi = Some(min_mi);
+            checkpoint.lowest = lowest_due && min_mi < target;
+            checkpoint.keyframes = keyframes.take_dirty(lowest_due);
             last_flush = Instant::now();
+            if lowest_due {
+                last_lowest_flush = last_flush;
+            }
         }
         let store = engine.store.clone();
         let positions = checkpoint.positions.len() as u64;
@@ -397,50 +423,118 @@ pub(crate) async fn migrate<S: OutputSink>(
     Ok(Migrated::Done { positions: last })
 }
 
-/// Rebuilds the unstored keyframe of the lowest MI by applying the live
-/// events of positions `1..=last` in order (see `keyframes.rs`), reading
-/// them in batches. Errors are failure messages.
+/// The keyframes a resumed run continues with, as of `cursor` (the
+/// `keyframe_cursor`): the stored ones, and the lowest one below the target
+/// rebuilt from its last lowest flush (or from nothing when it has none) by
+/// replaying the live events up to `cursor`.
+async fn resume_keyframes<S: OutputSink>(
+    engine: &Engine,
+    area: &AreaState,
+    min_mi: u64,
+    cursor: u64,
+    sink: &mut S,
+) -> Result<Keyframes, EngineError> {
+    let target = engine.registry.target_migration_index();
+    // Without a migration reading the context only the target keyframe is
+    // needed (see `position.rs`); nothing to rebuild.
+    let min_mi = if engine.registry.reads_context() {
+        min_mi
+    } else {
+        target
+    };
+    // The stored lowest keyframe is usable while its MI is still the lowest
+    // (a lower MI that appeared since has none stored).
+    let lowest_from = match (area.lowest_mi, area.lowest_cursor) {
+        (Some(mi), Some(lowest_cursor)) if mi == min_mi && lowest_cursor <= cursor => {
+            Some(lowest_cursor)
+        }
+        _ => None,
+    };
+    let stored_from = if min_mi < target && lowest_from.is_none() {
+        min_mi + 1
+    } else {
+        min_mi
+    };
+    let loaded = engine
+        .store
+        .load_keyframes(stored_from, target, engine.rate())
+        .await?;
+    let mut keyframes = Keyframes::loaded(loaded, target);
+    if min_mi < target {
+        let first = match lowest_from {
+            Some(lowest_cursor) => lowest_cursor + 1,
+            None => {
+                keyframes.start_replay(min_mi);
+                1
+            }
+        };
+        if first <= cursor {
+            replay(engine, &mut keyframes, min_mi, first, cursor, sink).await?;
+        }
+    }
+    Ok(keyframes)
+}
+
+/// Rebuilds the lowest keyframe by applying the live events of positions
+/// `first..=last` in order (see `keyframes.rs`), reading them in batches,
+/// throttled; stops (`Cancelled`) between two batches. An event that cannot
+/// be applied is a `Failed`.
 async fn replay<S: OutputSink>(
     engine: &Engine,
     keyframes: &mut Keyframes,
     mi: u64,
+    first: u64,
     last: u64,
     sink: &mut S,
-) -> Result<(), String> {
+) -> Result<(), EngineError> {
     sink.line(format!(
-        "Rebuilding the keyframe of migration index {mi} from the live events of positions 1 to {last}"
+        "Rebuilding the keyframe of migration index {mi} from the live events of positions {first} to {last}"
     ))
-    .await
-    .map_err(|err| err.to_string())?;
-    keyframes.start_replay(mi);
-    let mut first = 1;
-    while first <= last {
-        let end = last.min(first + 1023);
-        let batch = engine
-            .store
-            .read_live(first, end)
-            .await
-            .map_err(|err| err.to_string())?;
+    .await?;
+    let mut pacer = Pacer::new(engine.rate(), &engine.cancel);
+    let step = pacer.step(REPLAY_BATCH);
+    let mut next = first;
+    while next <= last {
+        let end = last.min(next + step - 1);
+        pacer.take(end - next + 1).await?;
+        let batch = engine.store.read_live(next, end).await?;
         for live in batch {
-            for event in live.events? {
+            for event in live.events.map_err(EngineError::Failed)? {
                 keyframes.replay(mi, &event, live.position).map_err(|err| {
-                    format!(
+                    EngineError::Failed(format!(
                         "position {}: its stored event {} {} cannot be applied at MI {mi}: {err}",
                         live.position,
                         event.type_name(),
                         event.fqid()
-                    )
+                    ))
                 })?;
             }
         }
-        first = end + 1;
+        next = end + 1;
     }
     Ok(())
 }
 
+/// A phase before the first checkpoint ended with `err`: on `Cancelled` the
+/// output says so (nothing was written); any error is passed on.
+async fn stopped<S: OutputSink>(sink: &mut S, err: EngineError, during: &str) -> EngineError {
+    if !matches!(err, EngineError::Cancelled) {
+        return err;
+    }
+    match sink
+        .line(format!(
+            "Stopped {during}, before migrating anything in this run; nothing was changed"
+        ))
+        .await
+    {
+        Ok(()) => EngineError::Cancelled,
+        Err(err) => err,
+    }
+}
+
 /// A checkpoint sent to Redis and not yet confirmed.
 struct InFlight {
-    handle: tokio::task::JoinHandle<Result<(), EngineError>>,
+    handle: tokio::task::JoinHandle<Result<super::store::Landed, EngineError>>,
     positions: u64,
     source_events: u64,
     verbose_lines: Vec<String>,
@@ -453,6 +547,8 @@ impl InFlight {
         self.handle
             .await
             .map_err(|err| EngineError::Failed(format!("writing a checkpoint failed: {err}")))??;
+        // Written now or recognised as written by an attempt whose answer
+        // was lost: either way the batch is durable.
         *done += self.positions;
         *events_done += self.source_events;
         Ok(self.verbose_lines)

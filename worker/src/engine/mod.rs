@@ -10,12 +10,14 @@
 mod finalize;
 mod keyframes;
 mod migrate;
+mod pace;
 mod position;
 mod reset;
 mod store;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use migration_shared::keys::Keys;
 use migration_shared::migrations::Registry;
@@ -65,10 +67,14 @@ pub enum EngineError {
     /// The lock was lost: write nothing more, just stop.
     #[error("the fencing token no longer matches the lock: this run lost the lock")]
     Fenced,
-    /// Shutdown requested: stopped at a durable point; hand the job back.
+    /// The cancel token fired (shutdown, or the runner saw the lease lost):
+    /// stopped at a durable point; hand the job back. Also the end of a
+    /// Redis outage that outlasted the run (the engine retries failed calls
+    /// until the token fires; see `store.rs`).
     #[error("cancelled at a durable point")]
     Cancelled,
-    /// Redis failed: stop; the job is retried or taken over.
+    /// Redis failed for good (not an outage: e.g. a script error, a wrong
+    /// type, out of memory): stop; the job is retried or taken over.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
 }
@@ -81,6 +87,8 @@ pub struct Engine {
     cancel: CancellationToken,
     batch_positions: u64,
     keyframe_flush_models: usize,
+    keyframe_flush_interval: Duration,
+    lowest_flush_interval: Duration,
 }
 
 impl Engine {
@@ -94,13 +102,20 @@ impl Engine {
         cancel: CancellationToken,
     ) -> Engine {
         Engine {
-            store: store::Store::new(conn, keys, fence.token),
+            store: store::Store::new(conn, keys, fence.token, cancel.clone()),
             registry,
             options,
             cancel,
             batch_positions: migrate::BATCH_POSITIONS,
             keyframe_flush_models: migrate::KEYFRAME_FLUSH_MODELS,
+            keyframe_flush_interval: migrate::KEYFRAME_FLUSH_INTERVAL,
+            lowest_flush_interval: migrate::LOWEST_FLUSH_INTERVAL,
         }
+    }
+
+    /// The throttle in positions a second (0: no limit).
+    fn rate(&self) -> u64 {
+        u64::from(self.options.max_positions_per_second)
     }
 
     /// Sets the number of positions per checkpoint (default 256; at least
@@ -119,6 +134,17 @@ impl Engine {
     #[doc(hidden)]
     pub fn with_keyframe_flush_models(mut self, models: usize) -> Engine {
         self.keyframe_flush_models = models.max(1);
+        self
+    }
+
+    /// Sets the longest time between two keyframe flushes (default 2 s) and
+    /// between two flushes of the lowest keyframe below the target (default
+    /// 30 s). For tests that need a flush at every checkpoint, or none but
+    /// the forced ones (at the end and when stopping).
+    #[doc(hidden)]
+    pub fn with_flush_intervals(mut self, keyframes: Duration, lowest: Duration) -> Engine {
+        self.keyframe_flush_interval = keyframes;
+        self.lowest_flush_interval = lowest;
         self
     }
 

@@ -5,15 +5,44 @@
 //! is one of the scripts in `shared/lua/engine_*.lua`, which check the fencing
 //! token first. Script refusals are mapped to [`EngineError`] here, so the
 //! rest of the engine never looks at Redis error codes.
+//!
+//! Outages (SPEC 7.1): every call is retried with backoff while the error is
+//! one of a connection (dropped, refused, timed out, Redis loading or busy)
+//! and the run's cancel token has not fired; the runner cancels it when the
+//! lease is lost or shutdown comes, and the call then ends with
+//! [`EngineError::Cancelled`]: whether its last attempt landed or not, the
+//! migration area is at a checkpoint, which is a durable point. Reads repeat
+//! harmlessly; the writes are safe to repeat because their scripts recognise
+//! a write that already landed although its answer was lost (`ALREADY` of
+//! `engine_checkpoint.lua`, `already` of `engine_finalize.lua`) or are
+//! idempotent (`engine_reset.lua`, a `fresh`/`resume` checkpoint rewriting
+//! the same bytes).
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::time::Duration;
 
 use migration_shared::datastore::{Event, Fqid, Model, Models};
 use migration_shared::keys::Keys;
 use migration_shared::redis_client::RedisConnection;
 use migration_shared::scripts::{self, FENCED, STALE};
+use redis::{RedisError, RetryMethod};
+use tokio_util::sync::CancellationToken;
 
+use super::pace::{Pacer, LIGHT_UNITS_PER_POSITION};
 use super::EngineError;
+
+/// First pause after a failed call; it doubles up to [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
+/// Longest pause between two attempts: a Redis that is back is used within
+/// about this long.
+const MAX_RETRY_DELAY: Duration = Duration::from_millis(500);
+/// How long a call in flight may still take once the cancel token fired
+/// (a healthy Redis answers long before; a hung one is given up on, so that
+/// shutdown stays prompt).
+const CANCEL_GRACE: Duration = Duration::from_secs(3);
+/// Stored keyframe models per `HSCAN` when loading the keyframes.
+const SCAN_COUNT: u64 = 2000;
 
 /// Positions per `HMGET` when only MIs are read (the validation pass).
 const MI_CHUNK: u64 = 5000;
@@ -25,6 +54,10 @@ pub(crate) struct AreaState {
     pub(crate) cursor: u64,
     /// Last position the stored keyframes include (a run resumes after it).
     pub(crate) keyframe_cursor: u64,
+    /// Last position the stored lowest keyframe includes (`None`: never
+    /// stored), and its MI; valid only while it is still `min_mi`.
+    pub(crate) lowest_cursor: Option<u64>,
+    pub(crate) lowest_mi: Option<u64>,
     /// Live events of the positions up to `keyframe_cursor`.
     pub(crate) keyframe_source_events: u64,
     pub(crate) target: Option<u64>,
@@ -88,6 +121,8 @@ pub(crate) struct Checkpoint {
     pub(crate) fingerprint: String,
     /// `Some(lowest keyframe MI)` when this checkpoint flushes the keyframes.
     pub(crate) min_mi: Option<u64>,
+    /// The flush includes the lowest keyframe (below the target).
+    pub(crate) lowest: bool,
     pub(crate) source_events: u64,
     pub(crate) migrated_events: u64,
     /// (position, migrated MI, events)
@@ -113,6 +148,34 @@ pub(crate) fn is_stale(err: &EngineError) -> bool {
     matches!(err, EngineError::Redis(err) if err.code() == Some(STALE))
 }
 
+/// True when `err` says Redis could not be reached or could not answer yet
+/// (a dropped or refused connection, a timeout, a restart still loading, a
+/// failover in progress, a long script running): the same call may succeed
+/// later. Script refusals, wrong types, OOM and bad replies are final.
+pub(crate) fn is_transient(err: &RedisError) -> bool {
+    if err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+    {
+        return true;
+    }
+    if matches!(
+        err.code(),
+        Some("LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" | "READONLY")
+    ) {
+        return true;
+    }
+    matches!(
+        err.retry_method(),
+        RetryMethod::Reconnect
+            | RetryMethod::RetryImmediately
+            | RetryMethod::WaitAndRetry
+            | RetryMethod::ReconnectFromInitialConnections
+            | RetryMethod::RefreshSlotsAndRetry
+    )
+}
+
 fn parse_u64(map: &HashMap<String, String>, field: &str) -> Option<u64> {
     map.get(field).and_then(|value| value.parse().ok())
 }
@@ -123,18 +186,85 @@ pub(crate) struct Store {
     conn: RedisConnection,
     keys: Keys,
     token: String,
+    cancel: CancellationToken,
+}
+
+/// What a checkpoint call found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Landed {
+    /// Written now.
+    Written,
+    /// It had been written before (an attempt whose answer was lost).
+    Already,
 }
 
 impl Store {
-    pub(crate) fn new(conn: RedisConnection, keys: Keys, token: u64) -> Store {
+    pub(crate) fn new(
+        conn: RedisConnection,
+        keys: Keys,
+        token: u64,
+        cancel: CancellationToken,
+    ) -> Store {
         Store {
             conn,
             keys,
             token: token.to_string(),
+            cancel,
+        }
+    }
+
+    /// Runs `call` until it succeeds, fails for good, or the cancel token
+    /// fires (then `Cancelled`); see the module doc.
+    async fn retrying<T, F, Fut>(&self, what: &'static str, mut call: F) -> Result<T, EngineError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, EngineError>>,
+    {
+        let mut delay = FIRST_RETRY_DELAY;
+        let mut failures = 0u32;
+        loop {
+            let given_up = async {
+                self.cancel.cancelled().await;
+                tokio::time::sleep(CANCEL_GRACE).await;
+            };
+            let result = tokio::select! {
+                biased;
+                result = call() => result,
+                () = given_up => return Err(EngineError::Cancelled),
+            };
+            match result {
+                Err(EngineError::Redis(err)) if is_transient(&err) => {
+                    failures += 1;
+                    if self.cancel.is_cancelled() {
+                        return Err(EngineError::Cancelled);
+                    }
+                    tracing::warn!(call = what, failures, error = %err, "Redis call failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.cancel.cancelled() => return Err(EngineError::Cancelled),
+                    }
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
+                }
+                Ok(value) => {
+                    if failures > 0 {
+                        tracing::info!(
+                            call = what,
+                            failures,
+                            "Redis call succeeded after retrying"
+                        );
+                    }
+                    return Ok(value);
+                }
+                Err(err) => return Err(err),
+            }
         }
     }
 
     pub(crate) async fn snapshot(&self) -> Result<Snapshot, EngineError> {
+        self.retrying("snapshot", || self.snapshot_once()).await
+    }
+
+    async fn snapshot_once(&self) -> Result<Snapshot, EngineError> {
         let mut conn = self.conn.clone();
         let (positions, migration_index, events, area): (
             Option<u64>,
@@ -156,6 +286,8 @@ impl Store {
             area: AreaState {
                 cursor: parse_u64(&area, "cursor").unwrap_or(0),
                 keyframe_cursor: parse_u64(&area, "keyframe_cursor").unwrap_or(0),
+                lowest_cursor: parse_u64(&area, "lowest_cursor"),
+                lowest_mi: parse_u64(&area, "lowest_mi"),
                 keyframe_source_events: parse_u64(&area, "keyframe_source_events").unwrap_or(0),
                 target: parse_u64(&area, "target"),
                 fingerprint: area.get("fingerprint").cloned(),
@@ -167,21 +299,31 @@ impl Store {
     }
 
     /// Calls `visit(position, live MI)` for every position `1..=last`, reading
-    /// the MIs in chunks (memory does not grow with the positions).
+    /// the MIs in chunks (memory does not grow with the positions), paced by
+    /// `rate` positions a second (0: no limit). Stops with `Cancelled`
+    /// between two chunks.
     pub(crate) async fn for_each_position_mi(
         &self,
         last: u64,
+        rate: u64,
         mut visit: impl FnMut(u64, Option<u64>) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
-        let mut conn = self.conn.clone();
+        let mut pacer = Pacer::new(rate * LIGHT_UNITS_PER_POSITION, &self.cancel);
+        let chunk = pacer.step(MI_CHUNK);
         let mut first = 1;
         while first <= last {
-            let end = last.min(first + MI_CHUNK - 1);
+            let end = last.min(first + chunk - 1);
+            pacer.take(end - first + 1).await?;
             let positions: Vec<u64> = (first..=end).collect();
-            let mis: Vec<Option<u64>> = redis::cmd("HMGET")
-                .arg(self.keys.position_mi())
-                .arg(&positions)
-                .query_async(&mut conn)
+            let mis: Vec<Option<u64>> = self
+                .retrying("read the positions' MIs", || async {
+                    let mut conn = self.conn.clone();
+                    Ok(redis::cmd("HMGET")
+                        .arg(self.keys.position_mi())
+                        .arg(&positions)
+                        .query_async(&mut conn)
+                        .await?)
+                })
                 .await?;
             for (position, mi) in positions.into_iter().zip(mis) {
                 visit(position, mi)?;
@@ -197,16 +339,20 @@ impl Store {
         first: u64,
         last: u64,
     ) -> Result<Vec<LivePosition>, EngineError> {
-        let mut conn = self.conn.clone();
         let positions: Vec<u64> = (first..=last).collect();
-        let (events, mis): (Vec<Option<String>>, Vec<Option<u64>>) = redis::pipe()
-            .cmd("HMGET")
-            .arg(self.keys.events())
-            .arg(&positions)
-            .cmd("HMGET")
-            .arg(self.keys.position_mi())
-            .arg(&positions)
-            .query_async(&mut conn)
+        let (events, mis): (Vec<Option<String>>, Vec<Option<u64>>) = self
+            .retrying("read live positions", || async {
+                let mut conn = self.conn.clone();
+                Ok(redis::pipe()
+                    .cmd("HMGET")
+                    .arg(self.keys.events())
+                    .arg(&positions)
+                    .cmd("HMGET")
+                    .arg(self.keys.position_mi())
+                    .arg(&positions)
+                    .query_async(&mut conn)
+                    .await?)
+            })
             .await?;
         let mut batch = Vec::with_capacity(positions.len());
         for ((position, events_json), mi) in positions.into_iter().zip(events).zip(mis) {
@@ -229,18 +375,27 @@ impl Store {
     }
 
     /// The keyframes of every MI in `min_mi..=target`, as the last checkpoint
-    /// left them.
+    /// left them, paced by `rate` positions a second (0: no limit). Stops
+    /// with `Cancelled` between two chunks.
     pub(crate) async fn load_keyframes(
         &self,
         min_mi: u64,
         target: u64,
+        rate: u64,
     ) -> Result<BTreeMap<u64, Models>, EngineError> {
-        let mut conn = self.conn.clone();
+        let mut pacer = Pacer::new(rate * LIGHT_UNITS_PER_POSITION, &self.cancel);
+        let count = pacer.step(SCAN_COUNT);
         let mut keyframes = BTreeMap::new();
         for mi in min_mi..=target {
-            let collections: Vec<String> = redis::cmd("SMEMBERS")
-                .arg(self.keys.mig_keyframe_collections(mi))
-                .query_async(&mut conn)
+            pacer.check()?;
+            let collections: Vec<String> = self
+                .retrying("read the keyframe collections", || async {
+                    let mut conn = self.conn.clone();
+                    Ok(redis::cmd("SMEMBERS")
+                        .arg(self.keys.mig_keyframe_collections(mi))
+                        .query_async(&mut conn)
+                        .await?)
+                })
                 .await?;
             let mut models = Models::new();
             for collection in collections {
@@ -250,12 +405,18 @@ impl Store {
                 let mut stored: Vec<(u64, String)> = Vec::new();
                 let mut scan_cursor = 0u64;
                 loop {
-                    let (next, chunk): (u64, Vec<(u64, String)>) = redis::cmd("HSCAN")
-                        .arg(&key)
-                        .arg(scan_cursor)
-                        .arg("COUNT")
-                        .arg(2000)
-                        .query_async(&mut conn)
+                    pacer.take(count).await?;
+                    let (next, chunk): (u64, Vec<(u64, String)>) = self
+                        .retrying("read a keyframe", || async {
+                            let mut conn = self.conn.clone();
+                            Ok(redis::cmd("HSCAN")
+                                .arg(&key)
+                                .arg(scan_cursor)
+                                .arg("COUNT")
+                                .arg(count)
+                                .query_async(&mut conn)
+                                .await?)
+                        })
                         .await?;
                     stored.extend(chunk);
                     scan_cursor = next;
@@ -278,9 +439,36 @@ impl Store {
         Ok(keyframes)
     }
 
+    /// The members of a set (the keys and collections scripts get as KEYS).
+    async fn members(&self, set: String) -> Result<Vec<String>, EngineError> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("SMEMBERS")
+            .arg(set)
+            .query_async(&mut conn)
+            .await?)
+    }
+
     /// Writes one checkpoint atomically (`engine_checkpoint.lua`).
-    pub(crate) async fn checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), EngineError> {
+    pub(crate) async fn checkpoint(&self, checkpoint: &Checkpoint) -> Result<Landed, EngineError> {
+        let landed = self
+            .retrying("checkpoint", || self.checkpoint_once(checkpoint))
+            .await?;
+        if landed == Landed::Already {
+            tracing::info!(
+                cursor = checkpoint.to_cursor,
+                "the checkpoint had landed although its answer was lost"
+            );
+        }
+        Ok(landed)
+    }
+
+    async fn checkpoint_once(&self, checkpoint: &Checkpoint) -> Result<Landed, EngineError> {
         let keys = &self.keys;
+        // A fresh checkpoint deletes the old area: its keys are passed too.
+        let old_keys = match checkpoint.mode {
+            Mode::Fresh => self.members(keys.mig_keys()).await?,
+            Mode::Continue | Mode::Resume => Vec::new(),
+        };
         let mut invocation = scripts::CHECKPOINT.prepare_invoke();
         invocation
             .key(keys.lock())
@@ -308,6 +496,7 @@ impl Store {
             )
             .arg(checkpoint.source_events)
             .arg(checkpoint.migrated_events)
+            .arg(if checkpoint.lowest { "1" } else { "" })
             .arg(checkpoint.positions.len());
         for (position, mi, events) in &checkpoint.positions {
             invocation.arg(position).arg(mi);
@@ -343,26 +532,44 @@ impl Store {
                 invocation.arg(id).arg(json);
             }
         }
-        for key in extra_keys {
+        invocation.arg(old_keys.len());
+        for key in extra_keys.into_iter().chain(old_keys) {
             invocation.key(key);
         }
         let mut conn = self.conn.clone();
-        invocation
-            .invoke_async::<()>(&mut conn)
+        let answer: String = invocation
+            .invoke_async(&mut conn)
             .await
-            .map_err(script_error)
+            .map_err(script_error)?;
+        Ok(if answer == "ALREADY" {
+            Landed::Already
+        } else {
+            Landed::Written
+        })
     }
 
     /// The flip of `finalize` (`engine_finalize.lua`): returns the positions
-    /// and events now live.
+    /// and events now live, and whether the flip had landed before.
     pub(crate) async fn finalize(
         &self,
         target: u64,
         fingerprint: &str,
-    ) -> Result<(u64, u64), EngineError> {
+    ) -> Result<(u64, u64, Landed), EngineError> {
+        self.retrying("finalize", || self.finalize_once(target, fingerprint))
+            .await
+    }
+
+    async fn finalize_once(
+        &self,
+        target: u64,
+        fingerprint: &str,
+    ) -> Result<(u64, u64, Landed), EngineError> {
         let keys = &self.keys;
-        let mut conn = self.conn.clone();
-        scripts::FINALIZE
+        let live = self.members(keys.collections()).await?;
+        let keyframes = self.members(keys.mig_keyframe_collections(target)).await?;
+        let area = self.members(keys.mig_keys()).await?;
+        let mut invocation = scripts::FINALIZE.prepare_invoke();
+        invocation
             .key(keys.lock())
             .key(keys.mig_state())
             .key(keys.mig_keys())
@@ -375,29 +582,67 @@ impl Store {
             .key(keys.migration_index())
             .key(keys.event_count())
             .key(keys.position())
-            .key(keys.mig_keyframe_collections(target))
+            .key(keys.mig_keyframe_collections(target));
+        for collection in &live {
+            invocation.key(keys.models(collection));
+        }
+        for collection in &keyframes {
+            invocation
+                .key(keys.mig_keyframe(target, collection))
+                .key(keys.models(collection));
+        }
+        for key in &area {
+            invocation.key(key);
+        }
+        invocation
             .arg(&self.token)
             .arg(target)
             .arg(fingerprint)
-            .arg(keys.base())
+            .arg(live.len())
+            .arg(keyframes.len())
+            .arg(area.len());
+        for collection in live.iter().chain(&keyframes) {
+            invocation.arg(collection);
+        }
+        let mut conn = self.conn.clone();
+        let (positions, events, already): (u64, u64, u64) = invocation
             .invoke_async(&mut conn)
             .await
-            .map_err(script_error)
+            .map_err(script_error)?;
+        Ok((
+            positions,
+            events,
+            if already == 1 {
+                Landed::Already
+            } else {
+                Landed::Written
+            },
+        ))
     }
 
     /// Deletes the migration area (`engine_reset.lua`): returns the number
     /// of positions that had migration data.
     pub(crate) async fn reset(&self) -> Result<u64, EngineError> {
+        self.retrying("reset", || self.reset_once()).await
+    }
+
+    async fn reset_once(&self) -> Result<u64, EngineError> {
         let keys = &self.keys;
-        let mut conn = self.conn.clone();
-        scripts::RESET
+        let area = self.members(keys.mig_keys()).await?;
+        let mut invocation = scripts::RESET.prepare_invoke();
+        invocation
             .key(keys.lock())
             .key(keys.mig_keys())
             .key(keys.mig_state())
             .key(keys.mig_events())
             .key(keys.mig_position_mi())
-            .key(keys.mig_mi_counts())
-            .arg(&self.token)
+            .key(keys.mig_mi_counts());
+        for key in &area {
+            invocation.key(key);
+        }
+        invocation.arg(&self.token);
+        let mut conn = self.conn.clone();
+        invocation
             .invoke_async(&mut conn)
             .await
             .map_err(script_error)

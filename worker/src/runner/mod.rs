@@ -9,9 +9,15 @@
 //! own. Output goes through the fenced [`sink`].
 //!
 //! Redis being down is never fatal: every Redis failure is logged and
-//! retried with a capped backoff. Shutdown is the [`CancellationToken`]
-//! given to [`run`]: the running job stops at its next durable point and is
-//! handed back; the loop then ends and the worker leaves the `workers` set.
+//! retried with a capped backoff. A job whose worker lost touch with Redis
+//! (a restart, a failover, a dropped connection) is not given up: the
+//! worker claims it again as the job to *resume*, and `job_claim.lua` hands
+//! it back to it, uncounted, when it is still its own (SPEC 7.1). Lease
+//! renewal and presence run on a connection of their own ([`Connections`]).
+//!
+//! Shutdown is the [`CancellationToken`] given to [`run`]: the running job
+//! stops at its next durable point and is handed back; the loop then ends
+//! and the worker leaves the `workers` set.
 //!
 //! What a command does to the datastore is the engine's ([`crate::engine`]).
 
@@ -33,6 +39,7 @@ use migration_shared::redis_client;
 use migration_shared::redis_client::{BlockingConnection, RedisConnection};
 use tokio_util::sync::CancellationToken;
 
+use job::RunEnd;
 pub use sink::RedisOutputSink;
 
 /// What a worker needs to run jobs.
@@ -75,16 +82,38 @@ pub enum RunnerError {
     Redis(#[from] redis::RedisError),
 }
 
+/// The worker's Redis connections. Each is a connection of its own (its
+/// own TCP connection, reconnecting by itself), so traffic on one never
+/// queues behind the other's.
+#[derive(Clone)]
+pub(crate) struct Connections {
+    /// The engine's reads and checkpoints, output, claims, finishing.
+    pub(crate) engine: RedisConnection,
+    /// Lease renewal and presence only (SPEC 7.1): small commands that must
+    /// never wait behind a big checkpoint or reply on `engine`.
+    pub(crate) control: RedisConnection,
+}
+
+impl Connections {
+    /// Opens both (lazily: a worker starts while Redis is down).
+    pub(crate) fn open(url: &str) -> redis::RedisResult<Connections> {
+        Ok(Connections {
+            engine: redis_client::connection_manager(url)?,
+            control: redis_client::connection_manager(url)?,
+        })
+    }
+}
+
 /// Runs jobs until `shutdown` is cancelled; returns once the current job (if
 /// any) was handed back and the worker left the `workers` set.
 pub async fn run(settings: WorkerSettings, shutdown: CancellationToken) -> Result<(), RunnerError> {
-    let conn = redis_client::connection_manager(&settings.redis_url)?;
+    let conns = Connections::open(&settings.redis_url)?;
     let worker_id = uuid::Uuid::new_v4().to_string();
     tracing::info!(worker_id = %worker_id, lease_ms = settings.lease.as_millis() as u64,
         fingerprint = %settings.fingerprint, "migration-worker started");
 
     let presence = tokio::spawn(presence::keep_present(
-        conn.clone(),
+        conns.control.clone(),
         settings.keys.clone(),
         worker_id.clone(),
         settings.lease,
@@ -93,11 +122,12 @@ pub async fn run(settings: WorkerSettings, shutdown: CancellationToken) -> Resul
 
     let mut worker = Worker {
         settings,
-        conn,
+        conns,
         worker_id,
         blocking: None,
         backoff: Backoff::new(),
         eviction_policy_checked: false,
+        resume: None,
     };
     worker.job_loop(&shutdown).await;
 
@@ -110,47 +140,72 @@ pub async fn run(settings: WorkerSettings, shutdown: CancellationToken) -> Resul
 
 struct Worker {
     settings: WorkerSettings,
-    conn: RedisConnection,
+    conns: Connections,
     worker_id: String,
     /// The connection for `BLPOP`, opened on first use and after failures.
     blocking: Option<BlockingConnection>,
     backoff: Backoff,
     eviction_policy_checked: bool,
+    /// The job this worker stopped because it lost touch with Redis, and
+    /// until when its lease would have lasted: a claim before then resumes
+    /// it if it is still ours (SPEC 7.1).
+    resume: Option<(String, tokio::time::Instant)>,
 }
 
 impl Worker {
     async fn job_loop(&mut self, shutdown: &CancellationToken) {
         while !shutdown.is_cancelled() {
             if !self.eviction_policy_checked {
-                self.eviction_policy_checked = warn_unless_noeviction(&mut self.conn).await;
+                self.eviction_policy_checked = warn_unless_noeviction(&mut self.conns.engine).await;
             }
             let claimed_at = tokio::time::Instant::now();
+            let resume = self
+                .resume
+                .as_ref()
+                .filter(|(_, until)| claimed_at < *until)
+                .map(|(job_id, _)| job_id.as_str());
             let outcome = jobs::claim(
-                &mut self.conn,
+                &mut self.conns.engine,
                 &self.settings.keys,
                 &self.worker_id,
                 &self.settings.fingerprint,
                 self.settings.lease,
+                resume,
             )
             .await;
+            if outcome.is_ok() {
+                if let Some((job_id, _)) = self.resume.take() {
+                    match &outcome {
+                        Ok(ClaimOutcome::Claimed(claimed)) if claimed.job_id == job_id => {}
+                        _ => tracing::warn!(job_id = %job_id,
+                            "lost the job's lease; it is someone else's now (or over)"),
+                    }
+                }
+            }
             match outcome {
                 Ok(ClaimOutcome::Claimed(claimed)) => {
                     self.backoff.reset();
                     tracing::info!(job_id = %claimed.job_id, command = %claimed.command,
-                        fencing_token = claimed.fencing_token, attempts = claimed.attempts, "claimed job");
-                    let settled = job::run_claimed(
+                        fencing_token = claimed.fencing_token, attempts = claimed.attempts,
+                        how = ?claimed.how, "claimed job");
+                    let job_id = claimed.job_id.clone();
+                    let end = job::run_claimed(
                         &self.settings,
-                        &self.conn,
+                        &self.conns,
                         &self.worker_id,
                         claimed,
                         claimed_at,
                         shutdown,
                     )
                     .await;
-                    if !settled {
-                        // Redis failed under the job: give Redis a moment
-                        // before claiming (perhaps taking it over) again.
-                        self.pause(shutdown).await;
+                    match end {
+                        RunEnd::Settled => {}
+                        // Claim again at once: Redis may be back already.
+                        RunEnd::LostTouch { resume_until } => {
+                            self.resume = Some((job_id, resume_until))
+                        }
+                        // Give Redis a moment; the lease expires meanwhile.
+                        RunEnd::GaveUp => self.pause(shutdown).await,
                     }
                 }
                 Ok(ClaimOutcome::Refused {
@@ -213,7 +268,12 @@ impl Worker {
     }
 
     async fn pause(&mut self, shutdown: &CancellationToken) {
-        let delay = self.backoff.next_delay();
+        let mut delay = self.backoff.next_delay();
+        if self.resume.is_some() {
+            // Our job waits to be resumed: come back well within a lease,
+            // before another worker may take it over.
+            delay = delay.min((self.settings.lease / 4).max(Backoff::FIRST));
+        }
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = tokio::time::sleep(delay) => {}

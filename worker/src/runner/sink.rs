@@ -80,6 +80,11 @@ impl RedisOutputSink {
         }
     }
 
+    /// Whether the writer found the lock holding another token.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+
     /// Writes what is still queued and stops the writer.
     pub async fn close(mut self) -> SinkOutcome {
         self.sender = None;

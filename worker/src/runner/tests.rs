@@ -1,6 +1,6 @@
 //! The runner's parts against a private real Redis: the output sink keeps
-//! order and stops when fenced; lease renewal keeps the lock and reports a
-//! lost one at once.
+//! order and stops when fenced; lease renewal keeps the lock, reports a
+//! lost one at once, and never waits behind the engine's connection.
 
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::lease::keep_renewed;
 use super::sink::{RedisOutputSink, SinkOutcome};
+use super::Connections;
 use crate::engine::{EngineError, OutputSink};
 
 async fn claimed_job(lease: Duration) -> (RedisServer, RedisConnection, Keys, ClaimedJob) {
@@ -23,7 +24,7 @@ async fn claimed_job(lease: Duration) -> (RedisServer, RedisConnection, Keys, Cl
     jobs::enqueue(&mut conn, &keys, JobCommand::Migrate, false, "fp")
         .await
         .unwrap();
-    let job = match jobs::claim(&mut conn, &keys, "w1", "fp", lease)
+    let job = match jobs::claim(&mut conn, &keys, "w1", "fp", lease, None)
         .await
         .unwrap()
     {
@@ -40,7 +41,7 @@ fn renewing(
     keys: &Keys,
     job: &ClaimedJob,
     lease: Duration,
-) -> (JoinHandle<()>, CancellationToken, CancellationToken) {
+) -> (JoinHandle<Instant>, CancellationToken, CancellationToken) {
     let (done, lost) = (CancellationToken::new(), CancellationToken::new());
     let task = tokio::spawn(keep_renewed(
         conn.clone(),
@@ -90,7 +91,7 @@ async fn the_sink_stops_writing_once_fenced() {
     sink.line("before".into()).await.unwrap();
     // the lease expires and another worker takes the job over
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let other = jobs::claim(&mut conn, &keys, "w2", "fp", Duration::from_secs(10))
+    let other = jobs::claim(&mut conn, &keys, "w2", "fp", Duration::from_secs(10), None)
         .await
         .unwrap();
     assert!(matches!(other, ClaimOutcome::Claimed(_)), "{other:?}");
@@ -167,5 +168,69 @@ async fn silent_redis_for_most_of_a_lease_counts_as_lost() {
         .await
         .expect("an unreachable Redis never stopped the job");
     assert!(started.elapsed() <= lease, "{:?}", started.elapsed());
+    task.await.unwrap();
+}
+
+/// Holds `conn` (a multiplexed connection) busy for `seconds`: every command
+/// sent on it after this one waits, as behind a big checkpoint.
+fn stall(conn: &RedisConnection, seconds: u64) -> JoinHandle<()> {
+    let mut conn = conn.clone();
+    tokio::spawn(async move {
+        let _: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg("nothing-ever-comes")
+            .arg(seconds)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    })
+}
+
+#[tokio::test]
+async fn renewal_never_waits_behind_the_engines_connection() {
+    let lease = Duration::from_millis(600);
+    let (server, _conn, keys, job) = claimed_job(lease).await;
+    let conns = Connections::open(&server.url()).unwrap();
+    // both connected before the stall
+    for conn in [&conns.engine, &conns.control] {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn.clone())
+            .await
+            .unwrap();
+    }
+    let stalled = stall(&conns.engine, 4);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (task, done, lost) = renewing(&conns.control, &keys, &job, lease);
+    tokio::time::sleep(lease * 3).await;
+    assert!(
+        !lost.is_cancelled(),
+        "renewal waited behind the engine's connection"
+    );
+    // the engine's connection really is stalled: renewing on it fails
+    let mut engine = conns.engine.clone();
+    let ping = tokio::time::timeout(
+        Duration::from_millis(200),
+        redis::cmd("PING").query_async::<String>(&mut engine),
+    )
+    .await;
+    assert!(ping.is_err(), "the engine's connection was not stalled");
+    done.cancel();
+    task.await.unwrap();
+    stalled.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_hung_redis_stops_the_job_before_the_lease_runs_out() {
+    let lease = Duration::from_millis(1200);
+    let (server, conn, keys, job) = claimed_job(lease).await;
+    let (task, _done, lost) = renewing(&conn, &keys, &job, lease);
+    // hang right away: every renewal stays unanswered
+    server.freeze();
+    let started = Instant::now();
+    let stopped = tokio::time::timeout(lease * 2, lost.cancelled()).await;
+    server.thaw();
+    stopped.expect("a hung Redis never stopped the job");
+    // The lock may expire one lease after the claim: the work must stop
+    // before then, whatever the renewals are doing.
+    assert!(started.elapsed() < lease, "{:?}", started.elapsed());
     task.await.unwrap();
 }
