@@ -3,6 +3,7 @@
 #
 #   scripts/test.sh            # all tests
 #   scripts/test.sh -- --nocapture   # extra arguments go to `cargo test`
+#   FUZZ_API=0 scripts/test.sh       # without the API fuzz (scripts/fuzz-api.sh)
 #
 # Works on a fresh Debian machine with only the Rust toolchain: installs
 # `redis-server` with apt-get when it is missing (without starting the
@@ -62,4 +63,13 @@ echo "scripts/test.sh: using $(redis-server --version)"
 cargo build --workspace --bins
 # --no-fail-fast: every test binary runs and prints its summary line, so
 # one failing file does not hide the results of the others.
-cargo test --workspace --no-fail-fast "$@"
+status=0
+cargo test --workspace --no-fail-fast "$@" || status=$?
+
+# The property-based fuzz of every route of the OpenAPI document (about two
+# minutes; FUZZ_API=0 skips it). It runs even when a test failed, so that
+# both verdicts are printed; the exit code is non-zero if either failed.
+if [ "${FUZZ_API:-1}" != 0 ]; then
+  bash scripts/fuzz-api.sh || status=$?
+fi
+exit "$status"

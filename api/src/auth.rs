@@ -4,6 +4,11 @@
 //! word, as the original backend's operator tooling sends it. The password
 //! file's content is accepted as is, and with one trailing newline removed
 //! (files written by `echo` end in one). Comparison is constant-time.
+//!
+//! An empty password is no password (SPEC 3): the configuration already
+//! turns an empty file into [`AuthConfig::Unavailable`], and [`check`]
+//! refuses an empty password once more, so that an empty (or absent)
+//! header can never match one, whatever built the `AuthConfig`.
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -11,7 +16,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine;
-use migration_shared::config::AuthConfig;
+use migration_shared::config::{is_blank_password, AuthConfig};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
@@ -33,6 +38,11 @@ pub async fn require_internal_auth(
 /// The decision, separate from axum for unit tests.
 pub fn check(auth: &AuthConfig, header: Option<&[u8]>) -> Result<(), ApiError> {
     let password = match auth {
+        AuthConfig::Password(password) if is_blank_password(password) => {
+            return Err(ApiError::AuthUnavailable(
+                "the internal password is empty (an empty password is no password)".into(),
+            ))
+        }
         AuthConfig::Password(password) => password,
         AuthConfig::Unavailable(reason) => return Err(ApiError::AuthUnavailable(reason.clone())),
     };
@@ -80,6 +90,15 @@ mod tests {
             Err(ApiError::Unauthorized(_))
         ));
         assert!(matches!(check(&auth, None), Err(ApiError::Unauthorized(_))));
+        for blank in [&b""[..], b"\n", b"\r\n"] {
+            let auth = AuthConfig::Password(blank.to_vec());
+            for header in [None, Some(&b""[..]), Some(b"Cg=="), Some(b"DQo=")] {
+                assert!(matches!(
+                    check(&auth, header),
+                    Err(ApiError::AuthUnavailable(_))
+                ));
+            }
+        }
         let none = AuthConfig::Unavailable("no password".into());
         assert!(matches!(
             check(&none, Some(&header("secret"))),

@@ -7,6 +7,10 @@
 
 pub mod auth;
 pub mod error;
+pub mod metrics;
+pub mod output_cache;
+pub mod retry;
+pub mod route_class;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -1,4 +1,7 @@
-//! The state every handler shares: one `Clone` struct (cheap: handles only).
+//! The state every handler shares: one `Clone` handle. axum clones it for
+//! every extractor of every request (the auth layer, the handler), so it is
+//! one `Arc` around the handles ([`SharedState`]), reached through `Deref`
+//! (`state.redis`, `state.keys`, ...).
 
 use std::sync::Arc;
 
@@ -8,9 +11,22 @@ use migration_shared::keys::Keys;
 use migration_shared::migrations::Registry;
 use migration_shared::redis_client::RedisConnection;
 
-/// Shared by all handlers.
+use crate::metrics::HttpMetrics;
+use crate::output_cache::OutputCache;
+
+/// Shared by all handlers: a cheap handle to [`SharedState`].
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+/// What every handler reads.
+pub struct SharedState {
     /// The configuration, parsed once at start.
     pub config: Arc<Config>,
     /// The migration registry, built once at start.
@@ -21,6 +37,11 @@ pub struct AppState {
     pub redis: RedisConnection,
     /// The datastore over that connection.
     pub datastore: Datastore,
+    /// This replica's copy of the current job's output (`progress` reads
+    /// only new entries).
+    pub output_cache: OutputCache,
+    /// This replica's HTTP figures for `/metrics`.
+    pub http_metrics: HttpMetrics,
 }
 
 impl AppState {
@@ -34,13 +55,15 @@ impl AppState {
             keys.clone(),
             registry.target_migration_index(),
         );
-        Ok(AppState {
+        Ok(AppState(Arc::new(SharedState {
             config: Arc::new(config),
             registry,
             keys,
             redis,
             datastore,
-        })
+            output_cache: OutputCache::default(),
+            http_metrics: HttpMetrics::default(),
+        })))
     }
 
     /// How `/internal/` requests are authenticated.

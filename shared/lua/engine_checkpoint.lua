@@ -36,6 +36,10 @@
 -- then g, then g groups: index of the keyframe hash in KEYS, index of its
 --          collections set in KEYS, collection name, c, then c pairs id, JSON model
 -- then a: the number of old area keys at the end of KEYS ('fresh' only, else 0)
+-- then the index in KEYS of the metrics hash (after the keyframe keys, before
+--          the old area keys), credited with this batch's positions and live
+--          events (shared/src/metrics.rs); optional (absent: nothing is
+--          counted), so that no caller can make the script fail after its writes
 --
 -- Returns 'OK' when written, 'ALREADY' when this very checkpoint had been
 -- written before (a retry after its answer was lost): nothing is written then.
@@ -53,6 +57,10 @@
 -- change together, so a crash leaves the area exactly at one checkpoint.
 -- mig:mi_counts counts each position once (only newly added position fields
 -- are counted).
+-- The metrics counters `positions_migrated`/`events_migrated` change in the
+-- same step (not for an 'ALREADY'), and count a position redone after a
+-- resume only once (the rolled-back positions become a debt in mig:state
+-- that the redo pays off).
 if redis.call('HGET', KEYS[1], 'fencing_token') ~= ARGV[1] then
   return redis.error_reply('FENCED fencing token ' .. ARGV[1] .. ' no longer holds the lock')
 end
@@ -69,6 +77,7 @@ for _ = 1, groups do
   i = i + 4 + 2 * tonumber(ARGV[i + 3])
 end
 local old_keys = tonumber(ARGV[i])
+local metrics = ARGV[i + 1] and KEYS[tonumber(ARGV[i + 1])] -- metrics
 
 if ARGV[2] == 'fresh' then
   if redis.call('SCARD', area) ~= old_keys then
@@ -114,6 +123,18 @@ else
       redis.call('HDEL', KEYS[4], position)
     end
     local k = redis.call('HMGET', state, 'keyframe_source_events', 'keyframe_migrated_events')
+    -- >>> metrics: the positions rolled back were credited already; their
+    -- redo pays this debt off instead of counting them twice
+    local credited = redis.call('HGET', state, 'source_events') or '0'
+    local rolled_positions = tonumber(s[4] or ARGV[3]) - tonumber(ARGV[3])
+    local rolled_events = tonumber(credited) - tonumber(k[1] or '0')
+    if metrics and rolled_positions > 0 then
+      redis.call('HINCRBY', state, 'metrics_positions_debt', rolled_positions)
+    end
+    if metrics and rolled_events > 0 then
+      redis.call('HINCRBY', state, 'metrics_events_debt', rolled_events)
+    end
+    -- <<< metrics
     redis.call('HSET', state, 'cursor', ARGV[3], 'source_events', k[1] or '0',
       'migrated_events', k[2] or '0')
   end
@@ -175,4 +196,26 @@ if flush then
     redis.call('HSET', state, 'lowest_cursor', ARGV[4], 'lowest_mi', ARGV[7])
   end
 end
+
+-- >>> metrics: credit this batch's positions and live events (less what a
+-- resume left as a debt)
+local function credit(debt_field, amount)
+  local debt = tonumber(redis.call('HGET', state, debt_field) or '0')
+  if debt <= 0 then
+    return amount
+  end
+  local paid = math.min(debt, amount)
+  if paid == debt then
+    -- paid off: mig:state is again what an undisturbed run leaves
+    redis.call('HDEL', state, debt_field)
+  else
+    redis.call('HINCRBY', state, debt_field, -paid)
+  end
+  return amount - paid
+end
+if metrics then
+  redis.call('HINCRBY', metrics, 'positions_migrated', credit('metrics_positions_debt', n))
+  redis.call('HINCRBY', metrics, 'events_migrated', credit('metrics_events_debt', tonumber(ARGV[8])))
+end
+-- <<< metrics
 return 'OK'

@@ -6,6 +6,7 @@
 -- KEYS[3] lock:fencing_counter   (string: the last fencing token handed out)
 -- KEYS[4] job:{id}               (hash; id = ARGV[1])
 -- KEYS[5] job:{id}:output        (stream)
+-- KEYS[6] metrics                (hash; shared/src/metrics.rs)
 -- ARGV[1] the id the caller read from job:current (re-checked here)
 -- ARGV[2] worker id
 -- ARGV[3] the worker's registry fingerprint
@@ -13,6 +14,7 @@
 -- ARGV[5] how many takeovers a job may have before it is abandoned
 -- ARGV[6] '1' when this worker resumes ARGV[1] after losing touch with
 --         Redis (its own job: not a takeover), '0' otherwise
+-- ARGV[7] the job duration histogram's bucket bounds in seconds, space-separated
 --
 -- Returns one of
 --   {'stale'}                      job:current is no longer ARGV[1]: read it again
@@ -31,7 +33,34 @@
 -- AND by its clock (max(last + 1, TIME in microseconds)), so a token stays
 -- unique even after Redis lost the counter's last writes (docs/redis-keys.md,
 -- "Fencing tokens"); a job is never run by a worker whose registry differs
--- from the api's that accepted it.
+-- from the api's that accepted it. A refused job counts as an `exception`,
+-- an abandoned one as `abandoned`, and every takeover in `takeovers`, in
+-- `metrics`, in the same step.
+
+-- >>> metrics (shared/src/metrics.rs): count the job's outcome and observe
+-- its duration (since its first claim, else since it was accepted) in the
+-- histogram bucket of the first bound (seconds, ARGV) it does not exceed
+local function count_outcome(metrics, job, result, now, bounds)
+  if not metrics then
+    return -- no metrics key given: count nothing rather than fail mid-script
+  end
+  local cmd = redis.call('HGET', job, 'cmd') or 'unknown'
+  local since = redis.call('HGET', job, 'started_at') or redis.call('HGET', job, 'created_at') or now
+  local ms = math.max(0, tonumber(now) - tonumber(since))
+  local bucket = '+Inf'
+  for bound in string.gmatch(bounds, '%S+') do
+    if ms <= tonumber(bound) * 1000 then
+      bucket = bound
+      break
+    end
+  end
+  local duration = 'duration:' .. cmd .. ':'
+  redis.call('HINCRBY', metrics, 'jobs:' .. cmd .. ':' .. result, 1)
+  redis.call('HINCRBY', metrics, duration .. 'le:' .. bucket, 1)
+  redis.call('HINCRBY', metrics, duration .. 'count', 1)
+  redis.call('HINCRBY', metrics, duration .. 'sum_ms', ms)
+end
+-- <<< metrics
 
 local current = redis.call('GET', KEYS[1])
 if not current then return {'idle'} end
@@ -89,6 +118,7 @@ if job_fingerprint ~= ARGV[3] then
     '; deploy the same MIGRATIONS_FILE to the api and the workers'
   append('Worker ' .. worker .. ' refuses job ' .. id .. ': ' .. message)
   finish(message)
+  count_outcome(KEYS[6], job, 'exception', now, ARGV[7]) -- metrics
   return {'refused', id, job_fingerprint}
 end
 
@@ -105,11 +135,13 @@ elseif state == 'running' then
       previous .. ') expired again after ' .. attempts .. ' takeovers'
     append(message)
     finish(message)
+    count_outcome(KEYS[6], job, 'abandoned', now, ARGV[7]) -- metrics
     return {'abandoned', id}
   end
   attempts = attempts + 1
   how = 'taken_over'
   redis.call('HSET', job, 'attempts', attempts)
+  if KEYS[6] then redis.call('HINCRBY', KEYS[6], 'takeovers', 1) end -- metrics
   append('Worker ' .. worker .. ' took the job over from worker ' .. previous ..
     ' (its lease expired; takeover ' .. attempts .. ' of ' .. max_takeovers .. ')')
 elseif previous ~= '' then

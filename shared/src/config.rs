@@ -284,6 +284,13 @@ fn load_auth(password_file: Option<&std::path::Path>, development: bool) -> Auth
             "no internal password configured (set INTERNAL_AUTH_PASSWORD_FILE)".into(),
         ),
         Some(path) => match std::fs::read(path) {
+            // An empty password would match an empty header: SPEC 3 says such
+            // a file is no password at all.
+            Ok(content) if is_blank_password(&content) => AuthConfig::Unavailable(format!(
+                "internal password file '{}' is empty (an empty password is no password): \
+                 write the password into it",
+                path.display()
+            )),
             Ok(content) => AuthConfig::Password(content),
             Err(err) => AuthConfig::Unavailable(format!(
                 "internal password file '{}' cannot be read: {err}",
@@ -291,6 +298,12 @@ fn load_auth(password_file: Option<&std::path::Path>, development: bool) -> Auth
             )),
         },
     }
+}
+
+/// True for a password file that holds nothing but at most one newline
+/// (`\n` or `\r\n`): SPEC 3's "empty password", which is no password.
+pub fn is_blank_password(content: &[u8]) -> bool {
+    matches!(content, b"" | b"\n" | b"\r\n")
 }
 
 #[cfg(test)]
@@ -394,5 +407,36 @@ mod tests {
         ]))
         .unwrap();
         assert!(matches!(config.auth, AuthConfig::Unavailable(_)));
+    }
+
+    #[test]
+    fn an_empty_password_file_is_no_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        for content in ["", "\n", "\r\n"] {
+            std::fs::write(&path, content).unwrap();
+            let config = Config::from_cli(cli(&[
+                "--internal-auth-password-file",
+                path.to_str().unwrap(),
+            ]))
+            .unwrap();
+            match config.auth {
+                AuthConfig::Unavailable(reason) => assert!(reason.contains("empty"), "{reason}"),
+                other => panic!("{content:?} gave {other:?}"),
+            }
+        }
+        // A password of white space other than one newline is a password.
+        for content in [" ", "\n\n", "\t\n"] {
+            std::fs::write(&path, content).unwrap();
+            let config = Config::from_cli(cli(&[
+                "--internal-auth-password-file",
+                path.to_str().unwrap(),
+            ]))
+            .unwrap();
+            assert_eq!(
+                config.auth,
+                AuthConfig::Password(content.as_bytes().to_vec())
+            );
+        }
     }
 }

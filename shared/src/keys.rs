@@ -138,6 +138,15 @@ impl Keys {
     pub fn workers(&self) -> String {
         self.key("workers")
     }
+
+    // ----- metrics -----
+
+    /// Hash: the cluster-wide migration metrics (job outcomes, duration
+    /// histogram buckets, takeovers, positions and events migrated), see
+    /// `crate::metrics`.
+    pub fn metrics(&self) -> String {
+        self.key("metrics")
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod config;
 pub mod datastore;
 pub mod jobs;
 pub mod keys;
+pub mod metrics;
 pub mod migrations;
 pub mod presence;
 pub mod redis_client;

@@ -87,6 +87,11 @@ script!(
     include_str!("../lua/job_current.lua")
 );
 script!(
+    PROGRESS,
+    "job_progress.lua",
+    include_str!("../lua/job_progress.lua")
+);
+script!(
     MARK_READ,
     "job_mark_read.lua",
     include_str!("../lua/job_mark_read.lua")

@@ -151,7 +151,9 @@ pub fn dump(conn: &mut redis::Connection, pattern: &str) -> BTreeMap<String, Val
         .collect();
     let mut out = BTreeMap::new();
     for key in found {
-        if key == keys().lock() {
+        // The lock and the metrics counters say who runs and what happened,
+        // not what the datastore holds.
+        if key == keys().lock() || key == keys().metrics() {
             continue;
         }
         let kind: String = redis::cmd("TYPE").arg(&key).query(conn).unwrap();

@@ -8,6 +8,11 @@
 //! output stream (no polling). All state is in Redis, so every replica
 //! answers alike.
 //!
+//! `progress` and `stats` are reads and ride out a short Redis restart
+//! (`crate::retry`); the commands are not retried. The command wait is
+//! capped so that the answer fits in the route's budget
+//! (`crate::route_class`).
+//!
 //! A final result (the job finished) is answered with the datastore's
 //! state, the full output and the exception, and only then marked as read,
 //! so a new command is never accepted before someone saw the last result.
@@ -15,17 +20,22 @@
 
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use migration_shared::jobs::{
-    self, EnqueueOutcome, JobCommand, JobRecord, JobState, NOT_READ_MESSAGE, RUNNING_MESSAGE,
+    self, EnqueueOutcome, JobCommand, JobState, NOT_READ_MESSAGE, RUNNING_MESSAGE,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::JsonBody;
 use crate::error::ApiError;
+use crate::retry::{self, ConnectionError};
+use crate::route_class::COMMAND_WAIT_CAP;
 use crate::state::AppState;
-use migration_shared::stats::{read_stats, MigrationState};
+use migration_shared::stats::read_stats;
 
 /// A migration route request that cannot be handled (mapped to a response
 /// in `crate::error`).
@@ -57,6 +67,15 @@ pub enum MigrationRouteError {
     /// Redis failed: nothing (more) happened.
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
+}
+
+impl ConnectionError for MigrationRouteError {
+    fn is_connection_class(&self) -> bool {
+        match self {
+            MigrationRouteError::Redis(err) => retry::is_connection_class(err),
+            _ => false,
+        }
+    }
 }
 
 /// What the route was asked.
@@ -106,14 +125,18 @@ impl MigrationRequest {
 pub async fn migrations(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let request = MigrationRequest::parse(body)?;
     let answer = match request {
-        MigrationRequest::Stats => stats(&state).await?,
-        MigrationRequest::Progress => progress(&state).await?,
+        // Reads ride out a short Redis restart; commands are never retried
+        // (their enqueue may have happened).
+        MigrationRequest::Stats => {
+            Json(retry::read("stats", || stats(&state)).await?).into_response()
+        }
+        MigrationRequest::Progress => retry::read("progress", || progress(&state)).await?,
         MigrationRequest::Run { command, verbose } => run_command(&state, command, verbose).await?,
     };
-    Ok(Json(answer))
+    Ok(answer)
 }
 
 /// `stats`: refused like every command but `progress` while a job is
@@ -139,15 +162,38 @@ async fn stats(state: &AppState) -> Result<Value, MigrationRouteError> {
 
 /// `progress`: the current job's output so far, or its final result, or the
 /// datastore's state when no command has run since the output was cleared.
-async fn progress(state: &AppState) -> Result<Value, MigrationRouteError> {
+///
+/// The output comes from the replica's cache plus the stream entries it has
+/// not seen (`crate::output_cache`): one round trip for a running job.
+async fn progress(state: &AppState) -> Result<Response, MigrationRouteError> {
     let mut conn = state.redis.clone();
-    match jobs::current_job(&mut conn, &state.keys).await? {
-        None => {
-            let stats = read_stats(&mut conn, &state.keys, &state.registry).await?;
-            Ok(json!({"success": true, "status": stats.status}))
-        }
-        Some(job) => answer_for(state, &job).await,
+    let base = state.output_cache.latest();
+    let read = jobs::read_current_output(
+        &mut conn,
+        &state.keys,
+        base.as_ref().map(|snapshot| &snapshot.cursor),
+    )
+    .await?;
+    let Some((job, snapshot)) = state.output_cache.update(base.as_ref(), read) else {
+        let stats = read_stats(&mut conn, &state.keys, &state.registry).await?;
+        return Ok(Json(json!({"success": true, "status": stats.status})).into_response());
+    };
+    if job.state != JobState::Finished {
+        return Ok(json_body(snapshot.running_body()));
     }
+    // The final result: the datastore's state after the job, then marked as
+    // returned (once is enough: the record says so).
+    let stats = read_stats(&mut conn, &state.keys, &state.registry).await?;
+    let body = snapshot.final_body(stats.status, job.exception.as_deref());
+    if !job.result_read {
+        jobs::mark_result_read(&mut conn, &state.keys, &job.id).await?;
+    }
+    Ok(json_body(body))
+}
+
+/// A rendered JSON answer.
+fn json_body(body: Bytes) -> Response {
+    ([(CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// `migrate`/`finalize`/`reset`: enqueue, wait a little, answer.
@@ -155,7 +201,7 @@ async fn run_command(
     state: &AppState,
     command: JobCommand,
     verbose: bool,
-) -> Result<Value, MigrationRouteError> {
+) -> Result<Response, MigrationRouteError> {
     let mut conn = state.redis.clone();
     let fingerprint = state.registry.fingerprint();
     let job_id = match jobs::enqueue(&mut conn, &state.keys, command, verbose, &fingerprint).await?
@@ -165,13 +211,14 @@ async fn run_command(
         EnqueueOutcome::NotRead { .. } => return Err(MigrationRouteError::OutputNotRead),
     };
     tracing::info!(job_id = %job_id, command = %command, verbose, "migration job queued");
-    wait_for_job(state, &job_id, state.config.migration_wait).await;
-    match jobs::job(&mut conn, &state.keys, &job_id).await? {
-        Some(job) => answer_for(state, &job).await,
-        // Finished, read and replaced by a newer command in the meantime:
-        // answer what is current now.
-        None => progress(state).await,
-    }
+    // The whole request must fit in the route's budget.
+    let wait = state.config.migration_wait.min(COMMAND_WAIT_CAP);
+    wait_for_job(state, &job_id, wait).await;
+    // The answer is that of `progress` now: the job's final result if it
+    // finished, else its output so far (or, if it finished, was read and
+    // replaced by a newer command meanwhile, what is current). Reading it
+    // is a read, retried like one; the enqueue above is not.
+    retry::read("command answer", || progress(state)).await
 }
 
 /// Waits up to `wait` for the job to finish. A failure here is only logged:
@@ -185,33 +232,11 @@ async fn wait_for_job(state: &AppState, job_id: &str, wait: Duration) {
             migration_shared::redis_client::dedicated_connection(&state.config.redis_url).await?;
         jobs::wait_until_finished(&mut dedicated, &state.keys, job_id, wait).await
     };
-    // The BLOCK argument bounds the wait; this bounds a hung connection.
-    match tokio::time::timeout(wait + Duration::from_secs(2), waited).await {
+    // The BLOCK argument bounds the wait; this bounds a hung connection, so
+    // that the answer (the job's state so far) still fits in the budget.
+    match tokio::time::timeout(wait + Duration::from_millis(500), waited).await {
         Ok(Ok(_)) => {}
         Ok(Err(err)) => tracing::warn!(job_id, error = %err, "waiting for the job failed"),
         Err(_) => tracing::warn!(job_id, "waiting for the job timed out"),
     }
-}
-
-/// SPEC 4.1 for a job: `migration_running` with the output so far, or the
-/// final result (then marked as read).
-async fn answer_for(state: &AppState, job: &JobRecord) -> Result<Value, MigrationRouteError> {
-    let mut conn = state.redis.clone();
-    let lines = jobs::read_output(&mut conn, &state.keys, &job.id).await?;
-    let output = jobs::format_output(&lines);
-    let mut answer = Map::new();
-    answer.insert("success".into(), Value::Bool(true));
-    if job.state != JobState::Finished {
-        answer.insert("status".into(), json!(MigrationState::MigrationRunning));
-        answer.insert("output".into(), Value::String(output));
-        return Ok(Value::Object(answer));
-    }
-    let stats = read_stats(&mut conn, &state.keys, &state.registry).await?;
-    answer.insert("status".into(), json!(stats.status));
-    answer.insert("output".into(), Value::String(output));
-    if let Some(exception) = &job.exception {
-        answer.insert("exception".into(), Value::String(exception.clone()));
-    }
-    jobs::mark_result_read(&mut conn, &state.keys, &job.id).await?;
-    Ok(Value::Object(answer))
 }

@@ -3,7 +3,9 @@
 //! body gets the same `{"success": false, "message"}` answer.
 
 pub mod health;
+pub mod metrics;
 pub mod migrations;
+pub mod openapi;
 pub mod reader;
 pub mod writer;
 

@@ -1,5 +1,6 @@
 //! `POST /internal/datastore/reader/get` and `.../get_all` (SPEC 5.1): the
-//! live (finalized) models only.
+//! live (finalized) models only. Both ride out a short Redis restart
+//! (`crate::retry`).
 
 use axum::extract::State;
 use axum::Json;
@@ -8,6 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::{expect_object, JsonBody};
 use crate::error::ApiError;
+use crate::retry;
 use crate::state::AppState;
 
 /// `{"fqid": "motion/1"}` -> the model's fields plus `meta_position`.
@@ -21,7 +23,7 @@ pub async fn get(
         Some(_) => return Err(ApiError::BadRequest("'fqid' must be a string".into())),
         None => return Err(ApiError::BadRequest("no 'fqid' provided".into())),
     };
-    match state.datastore.get(&fqid).await? {
+    match retry::read("reader/get", || state.datastore.get(&fqid)).await? {
         Some(model) => Ok(Json(json!({"success": true, "model": model.reader_view()}))),
         None => Err(ApiError::NotFound(format!("model {fqid} does not exist"))),
     }
@@ -41,12 +43,11 @@ pub async fn get_all(
         Some(_) => return Err(ApiError::BadRequest("'collection' must be a string".into())),
         None => return Err(ApiError::BadRequest("no 'collection' provided".into())),
     };
-    let models: Map<String, Value> = state
-        .datastore
-        .get_all(&collection)
-        .await?
-        .into_iter()
-        .map(|(id, model)| (id.to_string(), model.reader_view()))
-        .collect();
+    let models: Map<String, Value> =
+        retry::read("reader/get_all", || state.datastore.get_all(&collection))
+            .await?
+            .into_iter()
+            .map(|(id, model)| (id.to_string(), model.reader_view()))
+            .collect();
     Ok(Json(json!({"success": true, "models": models})))
 }

@@ -20,7 +20,7 @@ use redis::RedisResult;
 use super::queue::current_job_id;
 use super::{too_many_changes, unexpected_reply, JobCommand, MAX_TAKEOVERS, STALE_RETRIES};
 use crate::keys::Keys;
-use crate::scripts;
+use crate::{metrics, scripts};
 
 /// A job this worker now holds the lock for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,12 +134,14 @@ pub async fn claim<C: ConnectionLike>(
             .key(keys.fencing_counter())
             .key(keys.job(&id))
             .key(keys.job_output(&id))
+            .key(keys.metrics())
             .arg(&id)
             .arg(worker_id)
             .arg(fingerprint)
             .arg(lease.as_millis() as u64)
             .arg(MAX_TAKEOVERS)
             .arg(if resuming { "1" } else { "0" })
+            .arg(metrics::duration_bounds_arg())
             .invoke_async(conn)
             .await?;
         if matches!(reply.as_slice(), [kind] if kind == "stale") {
@@ -231,8 +233,10 @@ pub async fn finish<C: ConnectionLike>(
         .key(keys.lock())
         .key(keys.job(job_id))
         .key(keys.job_output(job_id))
+        .key(keys.metrics())
         .arg(fencing_token)
         .arg(exception.unwrap_or(""))
+        .arg(metrics::duration_bounds_arg())
         .invoke_async(conn)
         .await?;
     if done == 1 {

@@ -22,7 +22,10 @@ use std::collections::HashMap;
 use std::fmt;
 
 pub use lock::{claim, ClaimKind, ClaimOutcome, ClaimedJob, LeaseError};
-pub use output::{format_output, read_output, wait_until_finished};
+pub use output::{
+    format_output, read_current_output, read_output, wait_until_finished, JobOutput, JobProgress,
+    OutputCursor,
+};
 pub use queue::{current_job, current_job_id, enqueue, job, mark_result_read, EnqueueOutcome};
 
 /// SPEC 4.2, exact: a job is queued or running.

@@ -533,6 +533,11 @@ impl Store {
             }
         }
         invocation.arg(old_keys.len());
+        // Metrics: the cluster-wide counters this batch credits, after the
+        // keyframe keys and before the old area keys (its KEYS index is the
+        // last argument).
+        extra_keys.push(keys.metrics());
+        invocation.arg(6 + extra_keys.len());
         for key in extra_keys.into_iter().chain(old_keys) {
             invocation.key(key);
         }
