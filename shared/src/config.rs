@@ -171,9 +171,8 @@ impl Config {
     /// Validates the raw values. Reads the password file (once, here).
     pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
         let redis_url = cli.redis_url.trim().to_string();
-        redis::Client::open(redis_url.as_str()).map_err(|err| {
-            ConfigError::new("REDIS_URL", format!("invalid URL '{redis_url}': {err}"))
-        })?;
+        crate::redis_client::RedisTarget::parse(&redis_url)
+            .map_err(|err| ConfigError::new("REDIS_URL", err.to_string()))?;
 
         let key_prefix = cli.redis_key_prefix;
         if key_prefix.is_empty()
@@ -363,6 +362,35 @@ mod tests {
         assert_eq!(err.variable, "OPENSLIDES_DEVELOPMENT");
         let err = Config::from_cli(cli(&["--migrations-file", "/nonexistent/m.json"])).unwrap_err();
         assert_eq!(err.variable, "MIGRATIONS_FILE");
+    }
+
+    #[test]
+    fn redis_url_accepts_every_deployment_and_names_itself_when_bad() {
+        for url in [
+            "redis://127.0.0.1:6379/0",
+            "rediss://127.0.0.1:6380/0",
+            "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/mymaster/1",
+            "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+        ] {
+            let config = Config::from_cli(cli(&["--redis-url", url])).unwrap();
+            assert_eq!(config.redis_url, url);
+        }
+        for url in [
+            "127.0.0.1:6379",
+            "redis+sentinel://127.0.0.1:26379",
+            "redis+cluster://127.0.0.1:7000/2",
+            "memcached://127.0.0.1",
+        ] {
+            let err = Config::from_cli(cli(&["--redis-url", url])).unwrap_err();
+            assert_eq!(err.variable, "REDIS_URL");
+            assert!(
+                err.to_string().starts_with("REDIS_URL: invalid URL '"),
+                "{err}"
+            );
+        }
+        let err =
+            Config::from_cli(cli(&["--redis-url", "redis+cluster://u:hunter2@h:1/9"])).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

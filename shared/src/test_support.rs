@@ -194,10 +194,13 @@ impl RedisServer {
 
     /// An async connection manager (what the binaries use).
     pub async fn connection_manager(&self) -> crate::redis_client::RedisConnection {
-        let client = redis::Client::open(self.url()).expect("redis url");
-        redis::aio::ConnectionManager::new(client)
+        let mut conn =
+            crate::redis_client::connection_manager(&self.url()).expect("the server's url");
+        redis::cmd("PING")
+            .query_async::<()>(&mut conn)
             .await
-            .expect("connect to the private redis-server")
+            .expect("connect to the private redis-server");
+        conn
     }
 
     fn kill(&mut self) {

@@ -39,6 +39,10 @@
 //!   migrations of [`test_migrations`]; [`LiveWriter`] writes live datastore
 //!   content in the documented format without the writer.
 //!
+//! - [`topology`]: the Redis deployments of SPEC 8 as loopback processes
+//!   (Sentinel, Cluster, TLS); [`deployment`]: the binaries on any
+//!   `REDIS_URL` and prefix, and the route flow each deployment must pass.
+//!
 //! [`RedisServer`] itself stays in `migration_shared::test_support`, because
 //! the unit tests inside `migration-shared` and `migration-worker` use it and
 //! cannot depend on this crate; it is re-exported here.
@@ -50,6 +54,7 @@
 pub mod binaries;
 pub mod client;
 pub mod cluster;
+pub mod deployment;
 pub mod engine;
 pub mod inspect;
 pub mod live_writer;
@@ -59,6 +64,7 @@ pub mod process;
 pub mod proxy;
 pub mod requests;
 pub mod test_migrations;
+pub mod topology;
 
 pub use binaries::{binary_path, Binary};
 pub use client::{write_request, ApiClient, Auth};

@@ -97,8 +97,7 @@ fn peak_rss_kb() -> u64 {
 }
 
 async fn run(url: &str, redis_set_per_s: f64) -> Result<(), Box<dyn std::error::Error>> {
-    let client = redis::Client::open(url)?;
-    let conn = redis::aio::ConnectionManager::new(client).await?;
+    let conn = migration_shared::redis_client::connection_manager(url)?;
     let keys = Keys::new(PREFIX);
     let mut sync = redis::Client::open(url)?.get_connection()?;
     let positions: u64 = redis::cmd("GET").arg(keys.position()).query(&mut sync)?;

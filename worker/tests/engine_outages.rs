@@ -198,13 +198,10 @@ async fn checkpoints_whose_answers_time_out_are_recognised_when_retried() {
 
     let mut setup = Setup::new();
     rich_history(&mut setup, POSITIONS, 9);
-    let client = redis::Client::open(setup.server.url()).unwrap();
-    let conn = redis::aio::ConnectionManager::new_with_config(
-        client,
-        redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(Duration::from_millis(100))),
+    let conn = migration_shared::redis_client::connection_manager_with_response_timeout(
+        &setup.server.url(),
+        Duration::from_millis(100),
     )
-    .await
     .unwrap();
     let engine = migration_worker::engine::Engine::new(
         conn,
