@@ -92,6 +92,7 @@ pub fn documented_routes() -> Vec<(String, String)> {
         MigrationResult,
         CommandAnswer,
         ProgressObject,
+        StreamEvent,
         StatsAnswer,
         Stats
     )),
@@ -340,6 +341,20 @@ struct CommandAnswer {
     progress: Option<ProgressObject>,
 }
 
+/// One Server-Sent Event of the output stream (each event of the
+/// `text/event-stream` body; keep-alive comments are not events).
+#[derive(Serialize, Deserialize, ToSchema)]
+struct StreamEvent {
+    /// `line` (one output line), `progress` (the progress object as JSON)
+    /// or `result` (the final `progress` answer as JSON, the last event).
+    event: String,
+    /// The output stream entry id (`line` events only): the value to send
+    /// back as `Last-Event-ID`.
+    id: Option<String>,
+    /// The line, or the JSON text of the progress object or final answer.
+    data: String,
+}
+
 /// Structured progress of a migrate or finalize job (docs/redis-keys.md).
 #[derive(Serialize, Deserialize, ToSchema)]
 struct ProgressObject {
@@ -481,7 +496,7 @@ fn migrations_slash_doc() {}
     params(("Last-Event-ID" = Option<String>, Header, description = "Resume after this output entry")),
     responses(
         (status = 200, description = "`event: line` per output line, then one `event: result` with the final progress answer",
-            content_type = "text/event-stream", body = String),
+            content_type = "text/event-stream", body = StreamEvent),
         (status = 400, description = "`Last-Event-ID` is not an output entry id", body = ErrorAnswer),
         (status = 401, description = "Missing or wrong password", body = ErrorAnswer),
         (status = 500, description = "No internal password configured", body = ErrorAnswer),
