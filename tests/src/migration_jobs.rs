@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::requests::{create, update, write_request_with_mi};
-use crate::{ApiClient, TestCluster};
+use crate::{ApiClient, DatastoreSnapshot, TestCluster};
 use redis::Commands;
 use serde_json::{json, Value};
 
@@ -189,4 +189,41 @@ pub async fn final_answer(client: &ApiClient, command: &str, timeout: Duration) 
     } else {
         answer
     }
+}
+
+/// What a migration must reproduce exactly: position, MI, event count,
+/// events, per-position MIs and models (position metadata carries
+/// timestamps, which differ between two clusters).
+pub type MigratedContent = (
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+    BTreeMap<u64, String>,
+    BTreeMap<u64, u64>,
+    BTreeMap<String, BTreeMap<u64, String>>,
+);
+
+/// The part of `snapshot` a migration must reproduce exactly.
+pub fn migrated_content(snapshot: DatastoreSnapshot) -> MigratedContent {
+    (
+        snapshot.position,
+        snapshot.migration_index,
+        snapshot.event_count,
+        snapshot.events,
+        snapshot.position_mi,
+        snapshot.models,
+    )
+}
+
+/// The datastore after an undisturbed migrate + finalize of the seed of
+/// `positions` positions: what a disturbed run must equal.
+pub async fn control_run(positions: u64) -> MigratedContent {
+    let cluster = cluster(1, 1, 0, 5_000);
+    let client = cluster.client();
+    seed(&client, positions).await;
+    for cmd in ["migrate", "finalize"] {
+        let answer = final_answer(&client, cmd, Duration::from_secs(30)).await;
+        assert!(answer.get("exception").is_none(), "{answer}");
+    }
+    migrated_content(cluster.snapshot())
 }

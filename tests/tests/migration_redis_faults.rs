@@ -7,43 +7,9 @@
 use std::time::{Duration, Instant};
 
 use migration_tests::migration_jobs::*;
-use migration_tests::{ApiClient, DatastoreSnapshot, TestCluster};
+use migration_tests::{ApiClient, TestCluster};
 use redis::Commands;
 use serde_json::Value;
-
-/// What a migration must reproduce exactly (position metadata carries
-/// timestamps, which differ between two clusters).
-type Content = (
-    Option<u64>,
-    Option<u64>,
-    Option<u64>,
-    std::collections::BTreeMap<u64, String>,
-    std::collections::BTreeMap<u64, u64>,
-    std::collections::BTreeMap<String, std::collections::BTreeMap<u64, String>>,
-);
-
-fn content(snapshot: DatastoreSnapshot) -> Content {
-    (
-        snapshot.position,
-        snapshot.migration_index,
-        snapshot.event_count,
-        snapshot.events,
-        snapshot.position_mi,
-        snapshot.models,
-    )
-}
-
-/// The datastore after an undisturbed migrate + finalize of the seed.
-async fn control_run(positions: u64) -> Content {
-    let cluster = cluster(1, 1, 0, 5_000);
-    let client = cluster.client();
-    seed(&client, positions).await;
-    for cmd in ["migrate", "finalize"] {
-        let answer = final_answer(&client, cmd, Duration::from_secs(30)).await;
-        assert!(answer.get("exception").is_none(), "{answer}");
-    }
-    content(cluster.snapshot())
-}
 
 /// A cluster of one api and no workers yet, with a lease of `lease_ms` and
 /// a throttle, so a migrate of the seed runs for seconds.
@@ -210,7 +176,7 @@ async fn a_restore_from_an_older_snapshot_never_hands_a_live_workers_token_to_an
 
     let answer = final_answer(&client, "finalize", Duration::from_secs(60)).await;
     assert!(answer.get("exception").is_none(), "{answer}");
-    assert_eq!(content(cluster.snapshot()), expected);
+    assert_eq!(migrated_content(cluster.snapshot()), expected);
 }
 
 #[tokio::test]
@@ -287,7 +253,7 @@ async fn six_disruptions_are_no_takeover(disrupt: impl Fn(&mut TestCluster)) {
     post_when_back(&client, "finalize").await;
     let answer = final_progress(&client).await;
     assert!(answer.get("exception").is_none(), "{answer}");
-    assert_eq!(content(cluster.snapshot()), expected);
+    assert_eq!(migrated_content(cluster.snapshot()), expected);
 }
 
 #[tokio::test]
@@ -321,7 +287,7 @@ async fn a_redis_outage_longer_than_the_lease_is_a_takeover() {
     post_when_back(&client, "finalize").await;
     let answer = final_progress(&client).await;
     assert!(answer.get("exception").is_none(), "{answer}");
-    assert_eq!(content(cluster.snapshot()), expected);
+    assert_eq!(migrated_content(cluster.snapshot()), expected);
 }
 
 #[tokio::test]
@@ -381,7 +347,7 @@ async fn a_worker_that_stopped_for_a_hung_redis_resumes_its_own_lease() {
     post_when_back(&client, "finalize").await;
     let answer = final_progress(&client).await;
     assert!(answer.get("exception").is_none(), "{answer}");
-    assert_eq!(content(cluster.snapshot()), expected);
+    assert_eq!(migrated_content(cluster.snapshot()), expected);
 }
 
 #[tokio::test]

@@ -5,44 +5,8 @@
 use std::time::{Duration, Instant};
 
 use migration_tests::migration_jobs::*;
-use migration_tests::{ApiClient, DatastoreSnapshot, TestCluster};
+use migration_tests::{ApiClient, TestCluster};
 use redis::Commands;
-
-/// What a migration must reproduce exactly (position metadata carries
-/// timestamps, which differ between two clusters).
-type Content = (
-    Option<u64>,
-    Option<u64>,
-    Option<u64>,
-    std::collections::BTreeMap<u64, String>,
-    std::collections::BTreeMap<u64, u64>,
-    std::collections::BTreeMap<String, std::collections::BTreeMap<u64, String>>,
-);
-
-fn migrated_content(snapshot: DatastoreSnapshot) -> Content {
-    (
-        snapshot.position,
-        snapshot.migration_index,
-        snapshot.event_count,
-        snapshot.events,
-        snapshot.position_mi,
-        snapshot.models,
-    )
-}
-
-/// The datastore after an uninterrupted migrate + finalize of the seed.
-async fn control_run(positions: u64) -> Content {
-    let cluster = cluster(1, 1, 0, 5_000);
-    let client = cluster.client();
-    seed(&client, positions).await;
-    for cmd in ["migrate", "finalize"] {
-        let (status, answer) = client.post_migration(cmd).await;
-        assert_eq!(status, 200, "{answer}");
-        let answer = finished(&client, Duration::from_secs(30)).await;
-        assert!(answer.get("exception").is_none(), "{answer}");
-    }
-    migrated_content(cluster.snapshot())
-}
 
 /// Index of the worker process that holds the lock now.
 fn holder_index(cluster: &TestCluster, worker_ids: &[String]) -> usize {
