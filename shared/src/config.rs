@@ -54,6 +54,9 @@ pub struct Cli {
     /// Throttle of the worker (positions per second); 0 means no limit.
     #[arg(long, env = "WORKER_MAX_POSITIONS_PER_SECOND", default_value = "0")]
     pub worker_max_positions_per_second: String,
+    /// Target keyframe models a worker keeps in memory (bounds its memory; the rest stay in Redis).
+    #[arg(long, env = "WORKER_KEYFRAME_CACHE_MODELS", default_value = "50000")]
+    pub worker_keyframe_cache_models: String,
     /// Most concurrent output streams (`GET /internal/migrations/stream`) per api; more get 503.
     #[arg(long, env = "MIGRATION_STREAM_MAX_CLIENTS", default_value = "64")]
     pub migration_stream_max_clients: String,
@@ -114,6 +117,9 @@ pub struct Config {
     pub worker_lock_ttl: Duration,
     /// `WORKER_MAX_POSITIONS_PER_SECOND`; 0 = no limit.
     pub worker_max_positions_per_second: u32,
+    /// `WORKER_KEYFRAME_CACHE_MODELS`: target keyframe models a worker keeps
+    /// in memory when no migration reads the context (at least 2).
+    pub worker_keyframe_cache_models: usize,
     /// `MIGRATION_STREAM_MAX_CLIENTS`: open output streams per api replica
     /// (each holds a Redis connection of its own).
     pub migration_stream_max_clients: usize,
@@ -222,6 +228,16 @@ impl Config {
             "WORKER_MAX_POSITIONS_PER_SECOND",
             &cli.worker_max_positions_per_second,
         )?;
+        let worker_keyframe_cache_models = parse_number::<usize>(
+            "WORKER_KEYFRAME_CACHE_MODELS",
+            &cli.worker_keyframe_cache_models,
+        )?;
+        if worker_keyframe_cache_models < 2 {
+            return Err(ConfigError::new(
+                "WORKER_KEYFRAME_CACHE_MODELS",
+                format!("{worker_keyframe_cache_models} is too small: at least 2 models"),
+            ));
+        }
         let migration_stream_max_clients = parse_number::<usize>(
             "MIGRATION_STREAM_MAX_CLIENTS",
             &cli.migration_stream_max_clients,
@@ -253,6 +269,7 @@ impl Config {
             migration_wait,
             worker_lock_ttl: Duration::from_millis(ttl_ms),
             worker_max_positions_per_second,
+            worker_keyframe_cache_models,
             migration_stream_max_clients,
             log_filter: cli.rust_log,
             log_format,

@@ -292,7 +292,10 @@ pub async fn run_stopping(
             cancel.clone(),
         )
         .await
-        .with_batch_positions(batch);
+        .with_batch_positions(batch)
+        // One checkpoint in flight, so the run stops exactly one batch
+        // after the `stop_after`-th position.
+        .with_checkpoint_depth(1);
     let mut sink = CancelAfter {
         lines: Vec::new(),
         token: cancel,
@@ -300,4 +303,33 @@ pub async fn run_stopping(
     };
     let result = engine.run(command, &mut sink).await;
     (result, sink.lines)
+}
+
+/// Deletes the live events of `positions` (their MIs stay): a run that
+/// reads them fails ("no stored events"), so a run that succeeds afterwards
+/// has not read them.
+pub fn forget_live_events(setup: &mut Setup, positions: std::ops::RangeInclusive<u64>) {
+    let positions: Vec<u64> = positions.collect();
+    if !positions.is_empty() {
+        let _: () = redis::Commands::hdel(&mut setup.conn, keys().events(), positions).unwrap();
+    }
+}
+
+/// A sink that changes the fencing token after `left` verbose lines (another
+/// worker took the lock: the next checkpoint is refused).
+pub struct FenceAfter<'a> {
+    pub conn: &'a mut redis::Connection,
+    pub left: usize,
+}
+
+impl OutputSink for FenceAfter<'_> {
+    async fn line(&mut self, line: String) -> Result<(), EngineError> {
+        if line.starts_with("Position ") {
+            self.left = self.left.saturating_sub(1);
+            if self.left == 0 {
+                set_token(self.conn, TOKEN + 1);
+            }
+        }
+        Ok(())
+    }
 }

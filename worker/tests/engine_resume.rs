@@ -7,7 +7,6 @@ use std::time::Duration;
 use migration_shared::migrations::Registry;
 use migration_tests::engine::*;
 use migration_worker::engine::{Command, EngineError};
-use redis::Commands;
 use serde_json::json;
 
 const POSITIONS: u64 = 25;
@@ -139,7 +138,8 @@ async fn fenced_after_k_positions_resumes_identically(registry: Arc<Registry>) {
                 },
             )
             .await
-            .with_batch_positions(1);
+            .with_batch_positions(1)
+            .with_checkpoint_depth(1);
         let mut sink = FenceAfter {
             conn: &mut conn,
             left: k,
@@ -244,35 +244,6 @@ async fn finalize_interrupted_ends_identically(registry: Arc<Registry>) {
     assert_eq!(setup.dump(), expected);
 }
 
-/// Deletes the live events of `positions` (their MIs stay): a run that
-/// reads them fails ("no stored events"), so a run that succeeds afterwards
-/// has not read them.
-fn forget_live_events(setup: &mut Setup, positions: std::ops::RangeInclusive<u64>) {
-    let positions: Vec<u64> = positions.collect();
-    if !positions.is_empty() {
-        let _: () = setup.conn.hdel(keys().events(), positions).unwrap();
-    }
-}
-
-/// A sink that changes the fencing token after `left` verbose lines (another
-/// worker took the lock: the next checkpoint is refused).
-struct FenceAfter<'a> {
-    conn: &'a mut redis::Connection,
-    left: usize,
-}
-
-impl migration_worker::engine::OutputSink for FenceAfter<'_> {
-    async fn line(&mut self, line: String) -> Result<(), EngineError> {
-        if line.starts_with("Position ") {
-            self.left = self.left.saturating_sub(1);
-            if self.left == 0 {
-                set_token(self.conn, TOKEN + 1);
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Runs `migrate` one position per checkpoint, flushing the keyframes at
 /// every checkpoint but the lowest one only when forced (end, stop), and
 /// fences it after `k` positions: a crash that leaves the stored lowest
@@ -289,6 +260,7 @@ async fn crash_with_the_lowest_keyframe_behind(setup: &Setup, registry: &Arc<Reg
         )
         .await
         .with_batch_positions(1)
+        .with_checkpoint_depth(1)
         .with_flush_intervals(Duration::ZERO, Duration::from_secs(3600));
     let mut sink = FenceAfter {
         conn: &mut conn,

@@ -182,19 +182,11 @@ async fn cancel_while_the_lowest_keyframe_is_rebuilt_changes_nothing() {
         .with_batch_positions(1)
         .with_flush_intervals(Duration::ZERO, Duration::from_secs(3600));
     // Another worker takes the lock after 300 checkpoints.
-    struct FenceAfter(redis::Connection, usize);
-    impl OutputSink for FenceAfter {
-        async fn line(&mut self, line: String) -> Result<(), EngineError> {
-            if line.starts_with("Position ") {
-                self.1 -= 1;
-                if self.1 == 0 {
-                    set_token(&mut self.0, TOKEN + 1);
-                }
-            }
-            Ok(())
-        }
-    }
-    let mut sink = FenceAfter(setup.server.connection(), 300);
+    let mut conn = setup.server.connection();
+    let mut sink = FenceAfter {
+        conn: &mut conn,
+        left: 300,
+    };
     let result = engine.run(Command::Migrate, &mut sink).await;
     assert!(matches!(result, Err(EngineError::Fenced)), "{result:?}");
     set_token(&mut setup.conn, TOKEN);

@@ -14,7 +14,7 @@ pub mod writer;
 pub use event::{creates_first, Event, Fields, ListValues};
 pub use fqid::{is_reserved_field, is_valid_collection, is_valid_field_name, Fqid};
 pub use idempotency::{body_fingerprint, IdempotencyKey, WriteAnswer, IDEMPOTENCY_KEY_HEADER};
-pub use model::{apply_event, ApplyError, Model, Models};
+pub use model::{apply_event, apply_event_to, ApplyError, Model, Models};
 pub use plan::{plan_commit, CommitPlan, ModelWrite, Snapshot};
 pub use request::{parse_write_body, RequestEvent, WriteRequest};
 pub use writer::{Datastore, DatastoreError, WriteError, WRITE_DEADLINE};

@@ -105,29 +105,37 @@ pub type Models = HashMap<Fqid, Model>;
 /// nothing then).
 pub fn apply_event(models: &mut Models, event: &Event, position: u64) -> Result<(), ApplyError> {
     let fqid = event.fqid();
+    if let Some(created) = apply_event_to(models.get_mut(fqid), event, position)? {
+        models.insert(fqid.clone(), created);
+    }
+    Ok(())
+}
+
+/// [`apply_event`] on the one model the event is about (`None`: it does not
+/// exist), for callers that keep models in a map of their own (the engine's
+/// bounded keyframe cache). A `create` returns the new model for the caller
+/// to insert; every other event changes `model` in place and returns `None`.
+pub fn apply_event_to(
+    model: Option<&mut Model>,
+    event: &Event,
+    position: u64,
+) -> Result<Option<Model>, ApplyError> {
     if let Event::Create { fields, .. } = event {
-        return match models.get(fqid) {
+        return match model {
             Some(model) if model.deleted => Err(ApplyError::ExistsDeleted),
             Some(_) => Err(ApplyError::AlreadyExists),
-            None => {
-                let fields = fields
+            None => Ok(Some(Model {
+                fields: fields
                     .iter()
                     .filter(|(_, value)| !value.is_null())
                     .map(|(name, value)| (name.clone(), value.clone()))
-                    .collect();
-                models.insert(
-                    fqid.clone(),
-                    Model {
-                        fields,
-                        position,
-                        deleted: false,
-                    },
-                );
-                Ok(())
-            }
+                    .collect(),
+                position,
+                deleted: false,
+            })),
         };
     }
-    let model = models.get_mut(fqid).ok_or(ApplyError::DoesNotExist)?;
+    let model = model.ok_or(ApplyError::DoesNotExist)?;
     match event {
         Event::Create { .. } => unreachable!("handled above"),
         Event::Restore { .. } => {
@@ -163,7 +171,7 @@ pub fn apply_event(models: &mut Models, event: &Event, position: u64) -> Result<
         Event::Delete { .. } => model.deleted = true,
     }
     model.position = position;
-    Ok(())
+    Ok(None)
 }
 
 fn apply_list_fields(

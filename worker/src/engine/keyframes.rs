@@ -200,7 +200,7 @@ impl Keyframes {
 /// the hot path). Relies on the fields map iterating in sorted key order
 /// (serde_json without `preserve_order`), where `to_stored_json` inserts the
 /// `meta_` keys; the unit test below pins the equality.
-fn stored_json(model: &Model) -> String {
+pub(crate) fn stored_json(model: &Model) -> String {
     fn entry(out: &mut Vec<u8>, first: &mut bool, key: &str, value: &Value) {
         if !std::mem::take(first) {
             out.push(b',');

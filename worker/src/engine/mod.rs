@@ -14,6 +14,7 @@ mod pace;
 mod position;
 mod reset;
 mod store;
+mod target_keyframe;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,6 +25,11 @@ use migration_shared::keys::Keys;
 use migration_shared::migrations::Registry;
 use migration_shared::redis_client::RedisConnection;
 use tokio_util::sync::CancellationToken;
+
+/// Target keyframe models kept in memory by default (about 1 KB each): a
+/// cache of this size holds the whole keyframe of most datastores, and
+/// bounds the worker's memory on the others (`target_keyframe.rs`).
+pub const KEYFRAME_CACHE_MODELS: usize = 50_000;
 
 /// A migration command the engine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +107,8 @@ pub struct Engine {
     keyframe_flush_models: usize,
     keyframe_flush_interval: Duration,
     lowest_flush_interval: Duration,
+    keyframe_cache_models: usize,
+    checkpoint_depth: usize,
 }
 
 impl Engine {
@@ -122,6 +130,8 @@ impl Engine {
             keyframe_flush_models: migrate::KEYFRAME_FLUSH_MODELS,
             keyframe_flush_interval: migrate::KEYFRAME_FLUSH_INTERVAL,
             lowest_flush_interval: migrate::LOWEST_FLUSH_INTERVAL,
+            keyframe_cache_models: KEYFRAME_CACHE_MODELS,
+            checkpoint_depth: migrate::CHECKPOINT_DEPTH,
         }
     }
 
@@ -157,6 +167,25 @@ impl Engine {
     pub fn with_flush_intervals(mut self, keyframes: Duration, lowest: Duration) -> Engine {
         self.keyframe_flush_interval = keyframes;
         self.lowest_flush_interval = lowest;
+        self
+    }
+
+    /// Sets how many target keyframe models the run keeps in memory when no
+    /// migration reads the context (default [`KEYFRAME_CACHE_MODELS`];
+    /// `WORKER_KEYFRAME_CACHE_MODELS`): the worker's memory is bounded by
+    /// this, not by the datastore's size. Smaller means more reads of
+    /// models from Redis; a flush is forced when half of it changed.
+    pub fn with_keyframe_cache_models(mut self, models: usize) -> Engine {
+        self.keyframe_cache_models = models.max(2);
+        self
+    }
+
+    /// Sets how many checkpoints may be in flight at once (default 3; at
+    /// least 1). With 1 the run stops, or is fenced, exactly one batch after
+    /// the last landed one: for tests that check exact stop points.
+    #[doc(hidden)]
+    pub fn with_checkpoint_depth(mut self, depth: usize) -> Engine {
+        self.checkpoint_depth = depth.max(1);
         self
     }
 

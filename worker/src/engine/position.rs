@@ -45,16 +45,6 @@ pub(crate) fn migrate_position(
 ) -> Result<MigratedPosition, PositionError> {
     let target = registry.target_migration_index();
     let source = source?;
-    if source_mi < target && !registry.reads_context() {
-        return migrate_position_blind(
-            registry,
-            keyframes,
-            position,
-            source_mi,
-            source_json,
-            source,
-        );
-    }
     keyframes.ensure_range(source_mi, target);
 
     // Events at each MI from source_mi to target; all computed against the
@@ -116,22 +106,38 @@ pub(crate) fn migrate_position(
     })
 }
 
-/// [`migrate_position`] for registries whose migrations never read the
-/// context ([`Registry::reads_context`]): the migrations see empty `old` and
-/// `new`, each step consumes the previous step's output, and only the target
-/// keyframe is advanced. That keyframe is the same as on the general path
+/// A position migrated without the context, ready for the fold into the
+/// target keyframe ([`super::target_keyframe::TargetKeyframe::fold`]).
+pub(crate) struct BlindPosition {
+    pub(crate) position: u64,
+    /// The live MI it was migrated from.
+    pub(crate) source_mi: u64,
+    /// The events to store, as JSON (the live JSON when unchanged).
+    pub(crate) events_json: String,
+    /// How many events that is.
+    pub(crate) events: u64,
+    /// How many live events the position had.
+    pub(crate) source_events: u64,
+    /// The events at the target, to apply to the target keyframe.
+    pub(crate) fold: Vec<Event>,
+}
+
+/// Migrates one position for registries whose migrations never read the
+/// context ([`Registry::reads_context`]): the migrations see empty `old`
+/// and `new`, and each step consumes the previous step's output. Needs no
+/// keyframe, so the positions of a batch are migrated (and their changed
+/// events serialised) in parallel; the fold into the target keyframe is
+/// the caller's. The target keyframe is the same as on the general path
 /// (it is the replay of the migrated events alone); the lower ones are
 /// neither kept nor stored.
-fn migrate_position_blind(
+pub(crate) fn migrate_position_blind(
     registry: &Registry,
-    keyframes: &mut Keyframes,
     position: u64,
     source_mi: u64,
     source_json: String,
     source: Vec<Event>,
-) -> Result<MigratedPosition, PositionError> {
+) -> Result<BlindPosition, PositionError> {
     let target = registry.target_migration_index();
-    keyframes.ensure_range(target, target);
     // The source is kept to tell an unchanged position (stored as its live
     // JSON) from a changed one.
     let mut events = source.clone();
@@ -146,27 +152,21 @@ fn migrate_position_blind(
             .migrate_position(&context, events)
             .map_err(|err| named(registry, &context, err.to_string()))?;
     }
-    for event in &events {
-        keyframes
-            .apply(target, event, position)
-            .map_err(|err| not_applicable(registry, position, target, event, err))?;
-    }
     let source_events = source.len() as u64;
-    let (events_json, events, garbage) = if events != source {
-        let count = events.len() as u64;
-        (EventsJson::Events(events), count, vec![source])
+    let events_json = if events == source {
+        source_json
     } else {
-        (
-            EventsJson::Raw(source_json),
-            source_events,
-            vec![source, events],
-        )
+        serde_json::to_string(&events).map_err(|err| {
+            format!("position {position}: cannot serialise its migrated events: {err}")
+        })?
     };
-    Ok(MigratedPosition {
+    Ok(BlindPosition {
+        position,
+        source_mi,
         events_json,
-        events,
+        events: events.len() as u64,
         source_events,
-        garbage,
+        fold: events,
     })
 }
 
@@ -178,7 +178,7 @@ static EMPTY: LazyLock<Models> = LazyLock::new(Models::new);
 /// kept as they are.
 /// A migrated event at MI `mi` that does not fit the keyframe: the fault of
 /// the migration that produced MI `mi`, named as such.
-fn not_applicable(
+pub(crate) fn not_applicable(
     registry: &Registry,
     position: u64,
     mi: u64,

@@ -77,15 +77,24 @@ pub(crate) struct Snapshot {
     pub(crate) area: AreaState,
 }
 
-/// One position of a batch as read from the live datastore. The events are
-/// parsed by the reading task, so parsing runs beside the migration of the
-/// previous batch.
+/// One position of a batch as read from the live datastore, not yet parsed
+/// (parsing runs on the worker pool, see `migrate/batches.rs`).
 pub(crate) struct LivePosition {
     pub(crate) position: u64,
     pub(crate) migration_index: u64,
     pub(crate) events_json: String,
-    /// The parsed events, or why they could not be parsed.
-    pub(crate) events: Result<Vec<Event>, String>,
+}
+
+impl LivePosition {
+    /// The stored events, or why they cannot be parsed.
+    pub(crate) fn parse(&self) -> Result<Vec<Event>, String> {
+        serde_json::from_str(&self.events_json).map_err(|err| {
+            format!(
+                "position {}: its stored events are not valid events: {err}",
+                self.position
+            )
+        })
+    }
 }
 
 /// The migrated events of one position as a checkpoint stores them.
@@ -361,17 +370,65 @@ impl Store {
                     "Position {position} has no stored events or no migration index in the live datastore"
                 )));
             };
-            let events = serde_json::from_str(&events_json).map_err(|err| {
-                format!("position {position}: its stored events are not valid events: {err}")
-            });
             batch.push(LivePosition {
                 position,
                 migration_index,
                 events_json,
-                events,
             });
         }
         Ok(batch)
+    }
+
+    /// The stored keyframe models at `mi` of `fqids` (those that exist), in
+    /// one round trip: an `HMGET` per collection, pipelined. Parsed on the
+    /// worker pool.
+    pub(crate) async fn read_keyframe_models(
+        &self,
+        mi: u64,
+        fqids: Vec<Fqid>,
+    ) -> Result<Vec<(Fqid, Model)>, EngineError> {
+        if fqids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut by_collection: BTreeMap<&str, Vec<&Fqid>> = BTreeMap::new();
+        for fqid in &fqids {
+            by_collection
+                .entry(fqid.collection())
+                .or_default()
+                .push(fqid);
+        }
+        let replies: Vec<Vec<Option<String>>> = self
+            .retrying("read keyframe models", || async {
+                let mut pipe = redis::pipe();
+                for (collection, members) in &by_collection {
+                    pipe.cmd("HMGET")
+                        .arg(self.keys.mig_keyframe(mi, collection))
+                        .arg(members.iter().map(|fqid| fqid.id()).collect::<Vec<_>>());
+                }
+                let mut conn = self.conn.clone();
+                Ok(pipe.query_async(&mut conn).await?)
+            })
+            .await?;
+        let found: Vec<(Fqid, String)> = by_collection
+            .into_values()
+            .zip(replies)
+            .flat_map(|(members, jsons)| members.into_iter().zip(jsons))
+            .filter_map(|(fqid, json)| json.map(|json| (fqid.clone(), json)))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            use rayon::prelude::*;
+            found
+                .into_par_iter()
+                .map(|(fqid, json)| match Model::from_stored_json(&json) {
+                    Ok(model) => Ok((fqid, model)),
+                    Err(err) => Err(EngineError::Failed(format!(
+                        "keyframe {fqid} at MI {mi}: {err}"
+                    ))),
+                })
+                .collect()
+        })
+        .await
+        .map_err(|err| EngineError::Failed(format!("parsing keyframe models failed: {err}")))?
     }
 
     /// The keyframes of every MI in `min_mi..=target`, as the last checkpoint

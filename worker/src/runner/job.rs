@@ -262,7 +262,8 @@ async fn run_engine_once(
             max_positions_per_second: settings.max_positions_per_second,
         },
         engine_cancel,
-    );
+    )
+    .with_keyframe_cache_models(settings.keyframe_cache_models);
     let result = engine.run(engine_command(job.command), sink).await;
     cancel_forwarder.abort();
     result

@@ -53,6 +53,8 @@ pub struct WorkerSettings {
     pub lease: Duration,
     /// `WORKER_MAX_POSITIONS_PER_SECOND`, passed to the engine.
     pub max_positions_per_second: u32,
+    /// `WORKER_KEYFRAME_CACHE_MODELS`, passed to the engine.
+    pub keyframe_cache_models: usize,
     /// The migrations this worker runs.
     pub registry: Arc<Registry>,
     /// The registry's fingerprint: jobs accepted under another are refused.
@@ -67,6 +69,7 @@ impl WorkerSettings {
             keys: Keys::new(&config.key_prefix),
             lease: config.worker_lock_ttl,
             max_positions_per_second: config.worker_max_positions_per_second,
+            keyframe_cache_models: config.worker_keyframe_cache_models,
             registry,
             fingerprint,
         }
