@@ -213,10 +213,15 @@ fn seed(url: &str, keys: &Keys, positions: u64, models: u64) -> Result<Seeded, B
         }
         events_total += events.len() as u64;
         batch.add(position, &events)?;
-        if batch.len() == SEED_BATCH_POSITIONS || position == positions {
-            if send.send(std::mem::take(&mut batch).pipeline(keys)).is_err() {
-                break; // the sender failed: its error is reported below
-            }
+        let full = batch.len() == SEED_BATCH_POSITIONS || position == positions;
+        // A closed channel means the sender stopped on an error: the join
+        // below reports it.
+        if full
+            && send
+                .send(std::mem::take(&mut batch).pipeline(keys))
+                .is_err()
+        {
+            break;
         }
     }
     let mut stored: Vec<(u64, String)> = live
@@ -547,7 +552,8 @@ fn report(lines: impl Iterator<Item = String>) -> Result<Value, BenchError> {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "bench seed <url> <positions> <models> | migrate <url> full|1core|resume|killed \
+const USAGE: &str =
+    "bench seed <url> <positions> <models> | migrate <url> full|1core|resume|killed \
     | kill-at <url> <percent> | reset <url> | finalize <url> | report < figures";
 
 fn arg<T: std::str::FromStr>(args: &[String], index: usize) -> Result<T, BenchError> {
@@ -562,16 +568,19 @@ async fn step(args: &[String]) -> Result<Value, BenchError> {
     match command {
         Some("seed") if args.len() == 5 => {
             let (positions, models) = (arg(args, 3)?, arg(args, 4)?);
+            let mut conn = sync_connection(&url)?;
+            let redis_cpu_before = redis_cpu_s(&mut conn);
             let started = Instant::now();
             let seeded = seed(&url, &Keys::new(PREFIX), positions, models)?;
             let seed_s = started.elapsed().as_secs_f64();
-            let mut conn = sync_connection(&url)?;
             Ok(json!({
                 "positions": seeded.positions,
                 "events": seeded.events,
                 "models": seeded.models,
                 "seed_s": round(seed_s, 2),
                 "seed_events_per_s": (seeded.events as f64 / seed_s).round(),
+                "seed_cpu_s": round(process_cpu_s(), 2),
+                "seed_redis_cpu_s": round(redis_cpu_s(&mut conn) - redis_cpu_before, 2),
                 "seed_peak_rss_kb": status_kb("VmHWM"),
                 "redis_used_memory_mb_after_seed": megabytes(info_field(&mut conn, "memory", "used_memory")),
             }))
@@ -603,7 +612,11 @@ async fn main() {
         Ok(figures) => println!("{figures}"),
         Err(err) => {
             eprintln!("bench {}: {err}", args.get(1).map_or("", String::as_str));
-            std::process::exit(if matches!(err, BenchError::Usage(_)) { 2 } else { 1 });
+            std::process::exit(if matches!(err, BenchError::Usage(_)) {
+                2
+            } else {
+                1
+            });
         }
     }
 }
@@ -645,7 +658,11 @@ mod tests {
         for (positions, models) in [(1000, 37), (1000, 1), (100, 1000), (500, 499)] {
             let history = history(positions, models);
             let ids: Vec<u64> = history.iter().flat_map(|events| creates(events)).collect();
-            assert_eq!(ids, (1..=models).collect::<Vec<_>>(), "{positions}/{models}");
+            assert_eq!(
+                ids,
+                (1..=models).collect::<Vec<_>>(),
+                "{positions}/{models}"
+            );
             assert!(history.iter().all(|events| events.len() == 10));
             assert!(!creates(&history[0]).is_empty(), "position 1 creates");
             // Every update changes a model that exists by then.
@@ -659,9 +676,14 @@ mod tests {
         }
         // The creates are spread: with 10 positions per model, one in ten.
         let spread = history(1000, 100);
-        let creating: Vec<usize> = (0..1000).filter(|&i| !creates(&spread[i]).is_empty()).collect();
+        let creating: Vec<usize> = (0..1000)
+            .filter(|&i| !creates(&spread[i]).is_empty())
+            .collect();
         assert_eq!(creating.len(), 100);
-        assert!(creating.windows(2).all(|pair| pair[1] - pair[0] == 10), "{creating:?}");
+        assert!(
+            creating.windows(2).all(|pair| pair[1] - pair[0] == 10),
+            "{creating:?}"
+        );
         assert!(History::new(10, 101).is_err());
         assert!(History::new(10, 0).is_err());
     }
@@ -678,7 +700,10 @@ mod tests {
         for (positions, models) in [(2_345, 2_345), (2_345, 300)] {
             let mut bulk = Setup::new();
             let seeded = seed(&bulk.server.url(), &keys(), positions, models).unwrap();
-            assert_eq!((seeded.positions, seeded.events, seeded.models), (positions, positions * 10, models));
+            assert_eq!(
+                (seeded.positions, seeded.events, seeded.models),
+                (positions, positions * 10, models)
+            );
 
             let mut reference = Setup::new();
             let mut history = History::new(positions, models).unwrap();
@@ -706,8 +731,14 @@ mod tests {
             r#"{"resume_s": 0.5}"#,
         ];
         let report = report(lines.iter().map(|line| line.to_string())).unwrap();
-        assert_eq!(report["migrate_events_per_s / redis_set_per_s"], json!(0.25));
-        assert_eq!(report["migrate_events_per_s / migrate_events_per_s_1core"], json!(2.0));
+        assert_eq!(
+            report["migrate_events_per_s / redis_set_per_s"],
+            json!(0.25)
+        );
+        assert_eq!(
+            report["migrate_events_per_s / migrate_events_per_s_1core"],
+            json!(2.0)
+        );
         assert_eq!(report["resume_s / full_s"], json!(0.25));
         assert_eq!(report["full_s"], json!(2.0));
         assert_eq!(report["positions"], json!(10));
