@@ -223,8 +223,14 @@ pub fn replay(positions: &[(u64, Vec<Event>)]) -> Models {
 }
 
 /// A deterministic, varied, valid history of `positions` positions at MI 1:
-/// two collections, every event type, several events per position.
+/// two collections of 6 ids each, every event type, several events per
+/// position.
 pub fn rich_history(setup: &mut Setup, positions: u64, seed: u64) {
+    rich_history_of(setup, positions, seed, 6);
+}
+
+/// [`rich_history`] over `ids` ids per collection.
+pub fn rich_history_of(setup: &mut Setup, positions: u64, seed: u64, ids: u64) {
     let mut rng = seed | 1;
     let mut next = move |n: u64| {
         rng ^= rng << 13;
@@ -236,7 +242,7 @@ pub fn rich_history(setup: &mut Setup, positions: u64, seed: u64) {
         let mut events = Vec::new();
         for _ in 0..=next(3) {
             let collection = if next(3) == 0 { "topic" } else { "motion" };
-            let id = next(6) + 1;
+            let id = next(ids) + 1;
             let fqid = fqid(&format!("{collection}/{id}"));
             let model = setup.writer.models().get(&fqid).cloned();
             let touched = events

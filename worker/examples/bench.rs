@@ -359,7 +359,8 @@ impl OutputSink for Quiet {
 
 /// The engine every run uses: one declarative `rename_field` migration (the
 /// `MIGRATIONS_FILE` kind) that changes every event. `BENCH_BATCH_POSITIONS`
-/// and `BENCH_KEYFRAME_FLUSH_MODELS` tune the engine for experiments.
+/// and `BENCH_KEYFRAME_FLUSH_MODELS` tune the engine for experiments;
+/// `WORKER_KEYFRAME_CACHE_MODELS` is the worker's own setting.
 fn engine(url: &str) -> Result<Engine, BenchError> {
     let conn = migration_shared::redis_client::connection_manager(url)?;
     let registry = Registry::from_json(
@@ -376,6 +377,10 @@ fn engine(url: &str) -> Result<Engine, BenchError> {
         EngineOptions::default(),
         Default::default(),
     );
+    let engine = match env_number("WORKER_KEYFRAME_CACHE_MODELS")? {
+        Some(models) => engine.with_keyframe_cache_models(models as usize),
+        None => engine,
+    };
     let engine = match env_number("BENCH_KEYFRAME_FLUSH_MODELS")? {
         Some(models) => engine.with_keyframe_flush_models(models as usize),
         None => engine,

@@ -58,43 +58,58 @@ fn hmget_calls(setup: &Setup) -> u64 {
 
 #[tokio::test]
 async fn a_cache_smaller_than_the_models_gives_the_same_area_and_datastore() {
-    let registry = declarative_chain_registry();
-    let (expected_area, expected_final) = reference(&registry).await;
+    // 12 models through a cache of 2; 80 through caches of 2, 24 and 48
+    // (partly evicted: models kept and models read back in one batch).
+    for (positions, ids, capacity) in [
+        (POSITIONS, 6, 2),
+        (400, 40, 2),
+        (400, 40, 24),
+        (400, 40, 48),
+    ] {
+        let registry = declarative_chain_registry();
+        let (expected_area, expected_final) = {
+            let mut setup = Setup::new();
+            rich_history_of(&mut setup, positions, 42, ids);
+            setup.run_ok(&registry, Command::Migrate).await;
+            let area = json!(setup.dump_area());
+            setup.run_ok(&registry, Command::Finalize).await;
+            (area, json!(setup.dump()))
+        };
+        let (_, all_reads) = migrate_with_cache(&registry, positions, ids, 100_000).await;
+        let (mut setup, reads) = migrate_with_cache(&registry, positions, ids, capacity).await;
+        // Evicted models were read back from the stored keyframe.
+        assert!(
+            reads > all_reads,
+            "cache {capacity}: {reads} HMGETs, all in memory: {all_reads}"
+        );
+        assert_eq!(json!(setup.dump_area()), expected_area, "cache {capacity}");
+        setup.run_ok(&registry, Command::Finalize).await;
+        assert_eq!(json!(setup.dump()), expected_final, "cache {capacity}");
+    }
+}
 
-    // The same run with a big cache, for the number of reads it needs.
-    let big_reads = {
-        let mut setup = Setup::new();
-        rich_history(&mut setup, POSITIONS, 42);
-        let engine = setup
-            .engine(&registry, EngineOptions::default())
-            .await
-            .with_batch_positions(2)
-            .with_flush_intervals(Duration::ZERO, Duration::ZERO);
-        let before = hmget_calls(&setup);
-        engine
-            .run(Command::Migrate, &mut VecSink::default())
-            .await
-            .unwrap();
-        assert_eq!(json!(setup.dump_area()), expected_area);
-        hmget_calls(&setup) - before
-    };
-
+/// Migrates the history with a cache of `capacity` models, a flush at every
+/// checkpoint; returns the setup and the `HMGET`s the run made.
+async fn migrate_with_cache(
+    registry: &Arc<Registry>,
+    positions: u64,
+    ids: u64,
+    capacity: usize,
+) -> (Setup, u64) {
     let mut setup = Setup::new();
-    rich_history(&mut setup, POSITIONS, 42);
-    let engine = tiny_cache(&setup, &registry, EngineOptions::default()).await;
+    rich_history_of(&mut setup, positions, 42, ids);
+    let engine = setup
+        .engine(registry, EngineOptions::default())
+        .await
+        .with_batch_positions(2)
+        .with_keyframe_cache_models(capacity)
+        .with_flush_intervals(Duration::ZERO, Duration::ZERO);
     let before = hmget_calls(&setup);
     let mut sink = VecSink::default();
     let result = engine.run(Command::Migrate, &mut sink).await;
     assert!(result.is_ok(), "{result:?} {:?}", sink.lines);
-    let tiny_reads = hmget_calls(&setup) - before;
-    // Evicted models were read back from the stored keyframe.
-    assert!(
-        tiny_reads > big_reads,
-        "tiny cache {tiny_reads} HMGETs, big cache {big_reads}"
-    );
-    assert_eq!(json!(setup.dump_area()), expected_area);
-    setup.run_ok(&registry, Command::Finalize).await;
-    assert_eq!(json!(setup.dump()), expected_final);
+    let reads = hmget_calls(&setup) - before;
+    (setup, reads)
 }
 
 #[tokio::test]

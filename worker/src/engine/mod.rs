@@ -11,6 +11,7 @@ mod finalize;
 mod keyframes;
 mod migrate;
 mod pace;
+mod pool;
 mod position;
 mod reset;
 mod store;

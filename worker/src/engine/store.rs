@@ -379,14 +379,14 @@ impl Store {
         Ok(batch)
     }
 
-    /// The stored keyframe models at `mi` of `fqids` (those that exist), in
-    /// one round trip: an `HMGET` per collection, pipelined. Parsed on the
-    /// worker pool.
+    /// The stored keyframe models at `mi` of `fqids` (those that exist), as
+    /// their stored JSON, in one round trip: an `HMGET` per collection,
+    /// pipelined.
     pub(crate) async fn read_keyframe_models(
         &self,
         mi: u64,
         fqids: Vec<Fqid>,
-    ) -> Result<Vec<(Fqid, Model)>, EngineError> {
+    ) -> Result<Vec<(Fqid, String)>, EngineError> {
         if fqids.is_empty() {
             return Ok(Vec::new());
         }
@@ -409,26 +409,12 @@ impl Store {
                 Ok(pipe.query_async(&mut conn).await?)
             })
             .await?;
-        let found: Vec<(Fqid, String)> = by_collection
+        Ok(by_collection
             .into_values()
             .zip(replies)
             .flat_map(|(members, jsons)| members.into_iter().zip(jsons))
             .filter_map(|(fqid, json)| json.map(|json| (fqid.clone(), json)))
-            .collect();
-        tokio::task::spawn_blocking(move || {
-            use rayon::prelude::*;
-            found
-                .into_par_iter()
-                .map(|(fqid, json)| match Model::from_stored_json(&json) {
-                    Ok(model) => Ok((fqid, model)),
-                    Err(err) => Err(EngineError::Failed(format!(
-                        "keyframe {fqid} at MI {mi}: {err}"
-                    ))),
-                })
-                .collect()
-        })
-        .await
-        .map_err(|err| EngineError::Failed(format!("parsing keyframe models failed: {err}")))?
+            .collect())
     }
 
     /// The keyframes of every MI in `min_mi..=target`, as the last checkpoint

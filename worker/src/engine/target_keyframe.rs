@@ -23,6 +23,14 @@
 //! are read as the batches need them, so a resume costs no more than the
 //! positions it redoes.
 //!
+//! Compact when clean: a model changed since the last flush is held parsed
+//! (about 1 KB for a model of six fields: the field map's node, the keys'
+//! and values' allocations); once flushed it is held as the JSON the flush
+//! wrote (a few hundred bytes), and parsed again when a batch touches it.
+//! Models read from Redis stay JSON until they are touched. So most of the
+//! cache costs a quarter of what parsed models would, and the parsing runs
+//! in the parallel fold.
+//!
 //! Sharding: a model lives in shard `hash(fqid) % shards`; a batch's events
 //! are split by shard (keeping their order), and the shards apply theirs in
 //! parallel. Events of different models commute, so the result is the
@@ -32,7 +40,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
 
-use migration_shared::datastore::{apply_event_to, ApplyError, Event, Fqid, Model};
+use migration_shared::datastore::{apply_event_to, Event, Fqid, Model};
 use rayon::prelude::*;
 
 use super::keyframes::stored_json;
@@ -66,7 +74,7 @@ struct Shard {
 }
 
 struct Entry {
-    model: Model,
+    model: Slot,
     dirty: bool,
     /// The flush that last wrote this model (0: read from Redis as is).
     flushed: u64,
@@ -74,12 +82,20 @@ struct Entry {
     used: u64,
 }
 
+/// A model as the cache holds it.
+enum Slot {
+    /// Parsed: changed since the last flush, or touched since.
+    Parsed(Model),
+    /// The stored JSON (as flushed, or as read from Redis).
+    Stored(Box<str>),
+}
+
 /// A batch event that cannot be applied: the position, the event's index
 /// in that position's events, and why.
 pub(crate) struct FoldError {
     pub(crate) position: u64,
     pub(crate) index: usize,
-    pub(crate) error: ApplyError,
+    pub(crate) error: String,
 }
 
 impl TargetKeyframe {
@@ -106,10 +122,12 @@ impl TargetKeyframe {
         self.mi
     }
 
-    /// Dirty models that force a flush: half the capacity, so that the
-    /// clean half can be evicted and memory stays near the capacity.
+    /// Dirty models that force a flush: a quarter of the capacity. Dirty
+    /// models (and flushed ones whose checkpoint has not landed) cannot be
+    /// evicted, so this keeps most of the cache evictable, and the parsed
+    /// (large) models a small part of it.
     pub(crate) fn flush_threshold(&self) -> usize {
-        (self.capacity / 2).max(1)
+        (self.capacity / 4).max(1)
     }
 
     fn shard_of(&self, fqid: &Fqid) -> usize {
@@ -118,9 +136,13 @@ impl TargetKeyframe {
         (hasher.finish() % self.shards.len() as u64) as usize
     }
 
-    /// The models `events` touch that are neither in memory nor known to be
-    /// absent from Redis: what must be read before the fold.
-    pub(crate) fn missing<'a>(&self, events: impl Iterator<Item = &'a Event>) -> Vec<Fqid> {
+    /// The models `events` touch that are not in memory but may be in
+    /// Redis: what must be read before the fold. Makes room first (never
+    /// between this and the fold: a model evicted then would be missing).
+    pub(crate) fn missing<'a>(&mut self, events: impl Iterator<Item = &'a Event>) -> Vec<Fqid> {
+        if self.len() > self.capacity {
+            self.evict();
+        }
         if !self.read_redis {
             return Vec::new();
         }
@@ -134,11 +156,11 @@ impl TargetKeyframe {
     }
 
     /// Adds models read from Redis (clean, as of a landed flush).
-    pub(crate) fn insert_read(&mut self, models: Vec<(Fqid, Model)>) {
-        for (fqid, model) in models {
+    pub(crate) fn insert_read(&mut self, models: Vec<(Fqid, String)>) {
+        for (fqid, json) in models {
             let shard = self.shard_of(&fqid);
             self.shards[shard].models.entry(fqid).or_insert(Entry {
-                model,
+                model: Slot::Stored(json.into_boxed_str()),
                 dirty: false,
                 flushed: 0,
                 used: self.tick,
@@ -193,10 +215,15 @@ impl TargetKeyframe {
                 let mut out = Vec::with_capacity(shard.dirty);
                 shard.dirty = 0;
                 for (fqid, entry) in &mut shard.models {
-                    if entry.dirty {
-                        entry.dirty = false;
-                        entry.flushed = epoch;
-                        out.push((fqid.collection(), fqid.id(), stored_json(&entry.model)));
+                    if !entry.dirty {
+                        continue;
+                    }
+                    entry.dirty = false;
+                    entry.flushed = epoch;
+                    if let Slot::Parsed(model) = &entry.model {
+                        let json = stored_json(model);
+                        entry.model = Slot::Stored(json.as_str().into());
+                        out.push((fqid.collection(), fqid.id(), json));
                     }
                 }
                 out
@@ -217,14 +244,13 @@ impl TargetKeyframe {
     pub(crate) fn landed(&mut self, epoch: u64) {
         self.landed = self.landed.max(epoch);
         self.read_redis = true;
-        self.evict();
     }
 
     /// Drops the least recently used evictable models until the cache is
     /// back at 90 % of its capacity (so that eviction runs once per many
     /// batches, not at every one).
     fn evict(&mut self) {
-        if self.len() <= self.capacity {
+        if self.len() <= self.capacity * 9 / 10 {
             return;
         }
         let keep = self.capacity * 9 / 10 / self.shards.len();
@@ -238,35 +264,45 @@ impl TargetKeyframe {
 impl Shard {
     fn apply(&mut self, events: Vec<(u64, usize, &Event)>, tick: u64) -> Result<(), FoldError> {
         for (position, index, event) in events {
-            let fail = |error| FoldError {
+            let fail = |error: String| FoldError {
                 position,
                 index,
                 error,
             };
-            let entry = self.models.get_mut(event.fqid());
-            let created = match entry {
-                Some(entry) => {
-                    apply_event_to(Some(&mut entry.model), event, position).map_err(fail)?;
-                    entry.used = tick;
-                    if !entry.dirty {
-                        entry.dirty = true;
-                        self.dirty += 1;
-                    }
-                    continue;
+            let fqid = event.fqid();
+            let Some(entry) = self.models.get_mut(fqid) else {
+                let created =
+                    apply_event_to(None, event, position).map_err(|err| fail(err.to_string()))?;
+                if let Some(model) = created {
+                    self.dirty += 1;
+                    self.models.insert(
+                        fqid.clone(),
+                        Entry {
+                            model: Slot::Parsed(model),
+                            dirty: true,
+                            flushed: 0,
+                            used: tick,
+                        },
+                    );
                 }
-                None => apply_event_to(None, event, position).map_err(fail)?,
+                continue;
             };
-            if let Some(model) = created {
+            if let Slot::Stored(json) = &entry.model {
+                let model = Model::from_stored_json(json).map_err(|err| {
+                    fail(format!(
+                        "the stored keyframe model {fqid} is corrupt: {err}"
+                    ))
+                })?;
+                entry.model = Slot::Parsed(model);
+            }
+            let Slot::Parsed(model) = &mut entry.model else {
+                unreachable!("parsed above");
+            };
+            apply_event_to(Some(model), event, position).map_err(|err| fail(err.to_string()))?;
+            entry.used = tick;
+            if !entry.dirty {
+                entry.dirty = true;
                 self.dirty += 1;
-                self.models.insert(
-                    event.fqid().clone(),
-                    Entry {
-                        model,
-                        dirty: true,
-                        flushed: 0,
-                        used: tick,
-                    },
-                );
             }
         }
         Ok(())

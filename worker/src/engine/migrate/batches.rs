@@ -23,6 +23,7 @@ use migration_shared::migrations::Registry;
 use rayon::prelude::*;
 
 use super::super::keyframes::Keyframes;
+use super::super::pool::on_pool;
 use super::super::position::{
     migrate_position, migrate_position_blind, not_applicable, BlindPosition,
 };
@@ -58,9 +59,7 @@ fn read(engine: &Engine, first: u64, last: u64) -> Reading {
     let registry: Arc<Registry> = engine.registry.clone();
     tokio::spawn(async move {
         let batch = store.read_live(first, last).await?;
-        tokio::task::spawn_blocking(move || prepare(&registry, batch))
-            .await
-            .map_err(|err| EngineError::Failed(format!("preparing a batch failed: {err}")))
+        on_pool("preparing a batch", move || prepare(&registry, batch)).await
     })
 }
 
@@ -242,8 +241,8 @@ pub(crate) async fn run<S: OutputSink>(
     }
     drain(&mut pipeline, &mut fold, sink, progress, &mut tally).await?;
     // Freeing every model of the keyframes takes a while with many models:
-    // done on a blocking thread, beside finalize.
-    tokio::task::spawn_blocking(move || drop(fold));
+    // done on the pool, beside finalize.
+    rayon::spawn(move || drop(fold));
     Ok(tally)
 }
 
