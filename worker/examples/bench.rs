@@ -612,6 +612,8 @@ async fn step(args: &[String]) -> Result<Value, BenchError> {
 
 #[tokio::main]
 async fn main() {
+    // As the worker binary does, so the memory figures are the worker's.
+    migration_worker::memory::disable_transparent_huge_pages();
     let args: Vec<String> = std::env::args().collect();
     match step(&args).await {
         Ok(figures) => println!("{figures}"),

@@ -6,4 +6,5 @@
 //! presence, output, shutdown.
 
 pub mod engine;
+pub mod memory;
 pub mod runner;

@@ -19,6 +19,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
+    migration_worker::memory::disable_transparent_huge_pages();
     let config = Config::from_args_or_exit();
     migration_shared::telemetry::init(&config);
     let registry =
