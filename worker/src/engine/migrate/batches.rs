@@ -15,10 +15,11 @@
 //! is needed, as a bounded cache in front of Redis, folded in parallel
 //! shards (`target_keyframe.rs`).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use migration_shared::datastore::Event;
+use migration_shared::datastore::{Event, Fqid};
 use migration_shared::migrations::Registry;
 use rayon::prelude::*;
 
@@ -140,26 +141,17 @@ pub(crate) async fn run<S: OutputSink>(
     let mut cursor = plan.cursor;
     let mut mode = plan.mode;
     let mut pipeline = Pipeline::new(engine.store.clone(), engine.checkpoint_depth);
-    let batch_end = |first: u64| last.min(first + batch_size - 1);
-    let mut pending = Some(read(engine, cursor + 1, batch_end(cursor + 1)));
-    while let Some(reading) = pending.take() {
-        let prepared = match reading.await {
-            Ok(Ok(prepared)) => prepared,
-            Ok(Err(EngineError::Failed(message))) => {
+    let mut ahead = ReadAhead::new(engine, cursor + 1, last, batch_size);
+    let mut upcoming = ahead.next(engine, &mut fold).await;
+    while let Some(next) = upcoming.take() {
+        let (batch_last, prepared, models) = match next {
+            Ok(next) => next,
+            Err(EngineError::Failed(message)) => {
                 let err = fail(sink, message).await;
                 return Err(pipeline.abandon(err).await);
             }
-            Ok(Err(err)) => return Err(pipeline.abandon(err).await),
-            Err(err) => {
-                let err = EngineError::Failed(format!("reading a batch failed: {err}"));
-                return Err(pipeline.abandon(err).await);
-            }
+            Err(err) => return Err(pipeline.abandon(err).await),
         };
-        let batch_last = batch_end(cursor + 1);
-        if batch_last < last {
-            pending = Some(read(engine, batch_last + 1, batch_end(batch_last + 1)));
-        }
-
         let mut checkpoint = Checkpoint {
             mode,
             from_cursor: cursor,
@@ -179,21 +171,27 @@ pub(crate) async fn run<S: OutputSink>(
             engine,
             &mut fold,
             prepared,
+            models,
             &mut checkpoint,
             &mut verbose_lines,
         );
         let failure = match migrated.await {
             Ok(failure) => failure,
             Err(err) => {
-                abort(pending.take());
+                ahead.abort();
                 return Err(pipeline.abandon(err).await);
             }
         };
         if let Some(message) = failure {
-            abort(pending.take());
+            ahead.abort();
             drain(&mut pipeline, &mut fold, sink, progress, &mut tally).await?;
             return Err(fail(sink, message).await);
         }
+        // The next batch's missing models are asked for now, before this
+        // batch's checkpoint is sent: Redis answers them first instead of
+        // after the checkpoint script, and they arrive while this batch is
+        // being checkpointed.
+        upcoming = ahead.next(engine, &mut fold).await;
 
         if rate > 0 && !engine.cancel.is_cancelled() {
             // Paced on the positions sent, so the checkpoints in flight do
@@ -229,7 +227,10 @@ pub(crate) async fn run<S: OutputSink>(
         mode = Mode::Continue;
         cursor = batch_last;
         if stopping && cursor < last {
-            abort(pending.take());
+            ahead.abort();
+            if let Some(Ok((_, _, Some(models)))) = upcoming {
+                models.abort();
+            }
             drain(&mut pipeline, &mut fold, sink, progress, &mut tally).await?;
             sink.line(format!(
                 "Stopped after position {cursor} ({} positions migrated in this run); the next run continues there",
@@ -246,6 +247,88 @@ pub(crate) async fn run<S: OutputSink>(
     Ok(tally)
 }
 
+/// Batches read ahead of the loop: how many are being read and prepared
+/// while the current one is folded and checkpointed.
+const READ_AHEAD: usize = 2;
+
+/// The stored target keyframe models a batch needs and the cache lacks,
+/// being read.
+type ModelsRead = tokio::task::JoinHandle<Result<Vec<(Fqid, String)>, EngineError>>;
+
+/// The next batch for the loop: its last position, the prepared batch, and
+/// the read of its missing keyframe models.
+type Upcoming = Result<(u64, Prepared, Option<ModelsRead>), EngineError>;
+
+/// The reads of the batches after the current one, in order.
+struct ReadAhead {
+    queue: VecDeque<(u64, Reading)>,
+    next_first: u64,
+    last: u64,
+    batch_size: u64,
+}
+
+impl ReadAhead {
+    fn new(engine: &Engine, first: u64, last: u64, batch_size: u64) -> ReadAhead {
+        let mut ahead = ReadAhead {
+            queue: VecDeque::with_capacity(READ_AHEAD),
+            next_first: first,
+            last,
+            batch_size,
+        };
+        ahead.fill(engine);
+        ahead
+    }
+
+    fn fill(&mut self, engine: &Engine) {
+        while self.queue.len() < READ_AHEAD && self.next_first <= self.last {
+            let end = self.last.min(self.next_first + self.batch_size - 1);
+            self.queue
+                .push_back((end, read(engine, self.next_first, end)));
+            self.next_first = end + 1;
+        }
+    }
+
+    /// The next batch (`None` after the last one), with the read of the
+    /// target keyframe models it needs and the cache lacks started (the
+    /// cache must not evict between this and the batch's fold).
+    async fn next(&mut self, engine: &Engine, fold: &mut Fold) -> Option<Upcoming> {
+        let (end, reading) = self.queue.pop_front()?;
+        self.fill(engine);
+        let prepared = match reading.await {
+            Ok(Ok(prepared)) => prepared,
+            Ok(Err(err)) => return Some(Err(err)),
+            Err(err) => {
+                return Some(Err(EngineError::Failed(format!(
+                    "reading a batch failed: {err}"
+                ))))
+            }
+        };
+        let models = match (&prepared, fold) {
+            (Prepared::Migrated(batch), Fold::Target(keyframe)) => {
+                let missing = keyframe.missing(
+                    batch
+                        .iter()
+                        .flatten()
+                        .flat_map(|position| position.fold.iter()),
+                );
+                (!missing.is_empty()).then(|| {
+                    let store = engine.store.clone();
+                    let mi = keyframe.mi();
+                    tokio::spawn(async move { store.read_keyframe_models(mi, missing).await })
+                })
+            }
+            _ => None,
+        };
+        Some(Ok((end, prepared, models)))
+    }
+
+    fn abort(&mut self) {
+        for (_, reading) in self.queue.drain(..) {
+            reading.abort();
+        }
+    }
+}
+
 /// Migrates one prepared batch into `checkpoint` and folds it into the
 /// keyframes. Returns the failure message of the first position that could
 /// not be migrated (the batch is then not checkpointed), or a Redis error
@@ -254,6 +337,7 @@ async fn migrate_batch(
     engine: &Engine,
     fold: &mut Fold,
     prepared: Prepared,
+    models: Option<ModelsRead>,
     checkpoint: &mut Checkpoint,
     verbose_lines: &mut Vec<String>,
 ) -> Result<Option<String>, EngineError> {
@@ -298,12 +382,12 @@ async fn migrate_batch(
                     Err(message) => failure = Some(message),
                 }
             }
-            let missing = keyframe.missing(positions.iter().flat_map(|p| p.fold.iter()));
-            let read = engine
-                .store
-                .read_keyframe_models(keyframe.mi(), missing)
-                .await?;
-            keyframe.insert_read(read);
+            if let Some(models) = models {
+                let read = models.await.map_err(|err| {
+                    EngineError::Failed(format!("reading keyframe models failed: {err}"))
+                })??;
+                keyframe.insert_read(read);
+            }
             let events: Vec<(u64, &[Event])> = positions
                 .iter()
                 .map(|p| (p.position, p.fold.as_slice()))
@@ -413,10 +497,4 @@ async fn drain<S: OutputSink>(
 ) -> Result<(), EngineError> {
     while land(pipeline, fold, sink, progress, tally).await? {}
     Ok(())
-}
-
-fn abort(pending: Option<Reading>) {
-    if let Some(pending) = pending {
-        pending.abort();
-    }
 }
