@@ -353,6 +353,7 @@ mod tests {
         assert_eq!(config.worker_lock_ttl, Duration::from_millis(10_000));
         assert_eq!(config.worker_max_positions_per_second, 0);
         assert_eq!(config.migration_stream_max_clients, 64);
+        assert_eq!(config.worker_keyframe_cache_models, 50_000);
         assert_eq!(config.log_format, LogFormat::Text);
     }
 
@@ -367,6 +368,11 @@ mod tests {
         assert_eq!(err.variable, "WORKER_LOCK_TTL_MS");
         let err = Config::from_cli(cli(&["--worker-max-positions-per-second", "x"])).unwrap_err();
         assert_eq!(err.variable, "WORKER_MAX_POSITIONS_PER_SECOND");
+        let err = Config::from_cli(cli(&["--worker-keyframe-cache-models", "1"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "WORKER_KEYFRAME_CACHE_MODELS: 1 is too small: at least 2 models"
+        );
         let err = Config::from_cli(cli(&["--migration-stream-max-clients", "many"])).unwrap_err();
         assert_eq!(err.variable, "MIGRATION_STREAM_MAX_CLIENTS");
         let err = Config::from_cli(cli(&["--api-addr", "nowhere"])).unwrap_err();

@@ -54,11 +54,30 @@ async fn start_workers(cluster: &mut TestCluster, count: usize) -> Vec<String> {
     ids
 }
 
-async fn killed_mid_command_gives_the_uninterrupted_result(crash_during: &str) {
+/// `cache_models`: the workers' `WORKER_KEYFRAME_CACHE_MODELS` (default:
+/// unset), so that the survivor also resumes with most models in Redis.
+async fn killed_mid_command_gives_the_uninterrupted_result(
+    crash_during: &str,
+    cache_models: Option<&'static str>,
+) {
     const POSITIONS: u64 = 40;
     let expected = control_run(POSITIONS).await;
 
-    let mut cluster = cluster(2, 0, 20, 0);
+    let mut cluster = match cache_models {
+        None => cluster(2, 0, 20, 0),
+        Some(models) => TestCluster::builder()
+            .apis(2)
+            .workers(0)
+            .migrations(MIGRATIONS)
+            .configure(move |options| {
+                options
+                    .worker_lock_ttl_ms(LEASE_MS)
+                    .worker_max_positions_per_second(20)
+                    .migration_wait_ms(0)
+                    .env("WORKER_KEYFRAME_CACHE_MODELS", models)
+            })
+            .start(),
+    };
     let ids = start_workers(&mut cluster, 2).await;
     let client = cluster.client();
     seed(&client, POSITIONS).await;
@@ -94,12 +113,19 @@ async fn killed_mid_command_gives_the_uninterrupted_result(crash_during: &str) {
 
 #[tokio::test]
 async fn kill_9_mid_migrate_the_other_worker_finishes_like_an_uninterrupted_run() {
-    killed_mid_command_gives_the_uninterrupted_result("migrate").await;
+    killed_mid_command_gives_the_uninterrupted_result("migrate", None).await;
 }
 
 #[tokio::test]
 async fn kill_9_mid_finalize_the_other_worker_finishes_like_an_uninterrupted_run() {
-    killed_mid_command_gives_the_uninterrupted_result("finalize").await;
+    killed_mid_command_gives_the_uninterrupted_result("finalize", None).await;
+}
+
+#[tokio::test]
+async fn kill_9_mid_migrate_with_a_two_model_keyframe_cache_finishes_like_an_uninterrupted_run() {
+    // 27 models through caches of 2: both workers read most of the target
+    // keyframe back from Redis, the survivor from what the victim flushed.
+    killed_mid_command_gives_the_uninterrupted_result("migrate", Some("2")).await;
 }
 
 #[tokio::test]

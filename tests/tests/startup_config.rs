@@ -66,6 +66,9 @@ fn unparsable_numbers_exit_2_naming_the_variable(binary: Binary) {
         ("MIGRATION_WAIT_MS", "abc"),
         ("WORKER_LOCK_TTL_MS", "-5"),
         ("WORKER_MAX_POSITIONS_PER_SECOND", "fast"),
+        ("WORKER_KEYFRAME_CACHE_MODELS", "lots"),
+        // Fewer than two models cannot hold a model and read another.
+        ("WORKER_KEYFRAME_CACHE_MODELS", "1"),
     ] {
         assert_config_error(binary, &options().env(variable, value), variable);
     }
