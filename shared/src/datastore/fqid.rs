@@ -75,10 +75,33 @@ impl Serialize for Fqid {
     }
 }
 
+/// Parses the text where the deserializer holds it, without first copying
+/// it into a `String` of its own (every event has an fqid). Accepts what a
+/// `String` accepts (text, or bytes that are UTF-8), as before.
 impl<'de> Deserialize<'de> for Fqid {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Fqid, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
+        struct FqidVisitor;
+
+        impl serde::de::Visitor<'_> for FqidVisitor {
+            type Value = Fqid;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a string")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Fqid, E> {
+                text.parse().map_err(E::custom)
+            }
+
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Fqid, E> {
+                match std::str::from_utf8(bytes) {
+                    Ok(text) => self.visit_str(text),
+                    Err(_) => Err(E::invalid_value(serde::de::Unexpected::Bytes(bytes), &self)),
+                }
+            }
+        }
+
+        deserializer.deserialize_str(FqidVisitor)
     }
 }
 

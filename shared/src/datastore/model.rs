@@ -4,7 +4,7 @@
 //! migration engine (keeping keyframes) and the tests, so the rules exist
 //! exactly once.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
@@ -99,7 +99,14 @@ pub enum ApplyError {
 }
 
 /// The models an event is applied to: a map from fqid to model.
-pub type Models = HashMap<Fqid, Model>;
+///
+/// Ordered by fqid (collection, then numeric id), so iterating it gives the
+/// same order however the map was built. A Rust migration may iterate
+/// `context.old`/`context.new`; a resumed run loads those keyframes from
+/// Redis in whatever order `HSCAN` returns them, an uninterrupted run builds
+/// them position by position, and a hash map would hand the two runs the
+/// models in different orders (and so, possibly, different output).
+pub type Models = BTreeMap<Fqid, Model>;
 
 /// Applies one event at `position`, or says why it is invalid (and changes
 /// nothing then).
