@@ -106,21 +106,34 @@ impl Op {
         Value::Object(object)
     }
 
-    /// Applies the op to one event. `Err` carries the missing field of a
-    /// failed `require_fields`.
-    fn apply(&self, event: &mut Event) -> Result<(), String> {
-        if event.fqid().collection() != self.collection() {
-            return Ok(());
-        }
+    /// The fields the op may change in events of its collection (none for
+    /// `require_fields`, which only checks).
+    fn changed_fields(&self) -> Vec<&str> {
         match self {
+            Op::RenameField { old, new, .. } => vec![old, new],
+            Op::AddField { field, .. } => vec![field],
+            Op::RemoveFields { fields, .. } => fields.iter().map(String::as_str).collect(),
+            Op::RequireFields { .. } => Vec::new(),
+        }
+    }
+
+    /// Applies the op to one event; `Ok(true)` when that changed the event
+    /// (exactly: `false` means the event is as it was). `Err` carries the
+    /// missing field of a failed `require_fields`.
+    fn apply(&self, event: &mut Event) -> Result<bool, String> {
+        if event.fqid().collection() != self.collection() {
+            return Ok(false);
+        }
+        Ok(match self {
             Op::RenameField { old, new, .. } => rename(event, old, new),
-            Op::AddField { field, default, .. } => {
-                if let Event::Create { fields, .. } = event {
-                    if fields.get(field).is_none_or(Value::is_null) {
-                        fields.insert(field.clone(), default.clone());
-                    }
+            Op::AddField { field, default, .. } => match event {
+                Event::Create { fields, .. } if fields.get(field).is_none_or(Value::is_null) => {
+                    // `default` is never null: absent or null becomes a value.
+                    fields.insert(field.clone(), default.clone());
+                    true
                 }
-            }
+                _ => false,
+            },
             Op::RemoveFields { fields: names, .. } => remove(event, names),
             Op::RequireFields { fields: names, .. } => {
                 if let Event::Create { fields, .. } = event {
@@ -131,84 +144,160 @@ impl Op {
                         return Err(missing.clone());
                     }
                 }
+                false
             }
-        }
-        Ok(())
+        })
     }
 }
 
-fn rename(event: &mut Event, old: &str, new: &str) {
+/// Renames `old` to `new` in the event; true when that changed it.
+fn rename(event: &mut Event, old: &str, new: &str) -> bool {
     match event {
         Event::Create { fields, .. } | Event::Update { fields, .. } => rename_key(fields, old, new),
         Event::Deletefields { fields, .. } => {
-            if fields.iter().any(|name| name == old) {
-                for name in fields.iter_mut().filter(|name| *name == old) {
-                    *name = new.to_string();
-                }
-                // Both names now mean one field: list it once, where it first
-                // appeared.
-                let mut seen = std::collections::HashSet::new();
-                fields.retain(|name| name != new || seen.insert(name.clone()));
+            if !fields.iter().any(|name| name == old) {
+                return false;
             }
+            let before = fields.len();
+            for name in fields.iter_mut().filter(|name| *name == old) {
+                *name = new.to_string();
+            }
+            // Both names now mean one field: list it once, where it first
+            // appeared.
+            let mut seen = std::collections::HashSet::new();
+            fields.retain(|name| name != new || seen.insert(name.clone()));
+            // A name became another one, or (renaming a name to itself)
+            // duplicates of it went.
+            old != new || fields.len() != before
         }
         Event::Listfields { add, remove, .. } => {
-            rename_list_key(add, old, new);
-            rename_list_key(remove, old, new);
+            // Not `||`: both maps are renamed.
+            rename_list_key(add, old, new) | rename_list_key(remove, old, new)
         }
-        Event::Delete { .. } | Event::Restore { .. } => {}
+        Event::Delete { .. } | Event::Restore { .. } => false,
     }
 }
 
-fn rename_key(fields: &mut Fields, old: &str, new: &str) {
-    if let Some(value) = fields.remove(old) {
-        fields.insert(new.to_string(), value);
+fn rename_key(fields: &mut Fields, old: &str, new: &str) -> bool {
+    match fields.remove(old) {
+        Some(value) => {
+            fields.insert(new.to_string(), value);
+            old != new
+        }
+        None => false,
     }
 }
 
-fn rename_list_key(values: &mut ListValues, old: &str, new: &str) {
-    if let Some(list) = values.remove(old) {
-        values.insert(new.to_string(), list);
+fn rename_list_key(values: &mut ListValues, old: &str, new: &str) -> bool {
+    match values.remove(old) {
+        Some(list) => {
+            values.insert(new.to_string(), list);
+            old != new
+        }
+        None => false,
     }
 }
 
-fn remove(event: &mut Event, names: &[String]) {
+/// Removes the fields `names` from the event; true when that changed it.
+fn remove(event: &mut Event, names: &[String]) -> bool {
     match event {
         Event::Create { fields, .. } | Event::Update { fields, .. } => {
+            let mut changed = false;
             for name in names {
-                fields.remove(name);
+                changed |= fields.remove(name).is_some();
             }
+            changed
         }
-        Event::Deletefields { fields, .. } => fields.retain(|name| !names.contains(name)),
+        Event::Deletefields { fields, .. } => {
+            let before = fields.len();
+            fields.retain(|name| !names.contains(name));
+            fields.len() != before
+        }
         Event::Listfields { add, remove, .. } => {
+            let mut changed = false;
             for name in names {
-                add.remove(name);
-                remove.remove(name);
+                changed |= add.remove(name).is_some();
+                changed |= remove.remove(name).is_some();
             }
+            changed
         }
-        Event::Delete { .. } | Event::Restore { .. } => {}
+        Event::Delete { .. } | Event::Restore { .. } => false,
     }
 }
 
 /// A migration made of declarative [`Op`]s: what a `MIGRATIONS_FILE` entry
 /// becomes. It never looks at the context except for error messages.
+///
+/// It tracks its changes ([`Migration::tracked_fields`]): each op says
+/// whether it changed an event, so the engine keeps no copy of a position's
+/// events to find the unchanged ones.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeclarativeMigration {
     name: String,
     ops: Vec<Op>,
+    /// (collection, field) of every field an op may change, each once.
+    changed_fields: Vec<(String, String)>,
+    /// Two ops may change the same field of one collection: then one may
+    /// undo what another did (`rename a b` then `rename b a`), and "some op
+    /// changed the event" does not mean "the event changed".
+    ops_overlap: bool,
 }
 
 impl DeclarativeMigration {
     /// A migration named `name` applying `ops` in order.
     pub fn new(name: impl Into<String>, ops: Vec<Op>) -> DeclarativeMigration {
+        let mut changed_fields: Vec<(String, String)> = Vec::new();
+        let mut ops_overlap = false;
+        for op in &ops {
+            // One op touching a field twice (`rename a a`) is its own
+            // business: only the fields of different ops may collide.
+            let mut own: Vec<&str> = op.changed_fields();
+            own.sort_unstable();
+            own.dedup();
+            for field in own {
+                let pair = (op.collection().to_string(), field.to_string());
+                if changed_fields.contains(&pair) {
+                    ops_overlap = true;
+                } else {
+                    changed_fields.push(pair);
+                }
+            }
+        }
         DeclarativeMigration {
             name: name.into(),
             ops,
+            changed_fields,
+            ops_overlap,
         }
     }
 
     /// The ops in order.
     pub fn ops(&self) -> &[Op] {
         &self.ops
+    }
+
+    /// Runs every op on every event; true when some op changed some event.
+    fn apply_ops(
+        &self,
+        context: &MigrationContext<'_>,
+        events: &mut [Event],
+    ) -> Result<bool, MigrationError> {
+        let mut changed = false;
+        for event in events {
+            for op in &self.ops {
+                changed |= op.apply(event).map_err(|missing| {
+                    MigrationError::at(
+                        &self.name,
+                        context,
+                        format_args!(
+                            "{} lacks the required field '{missing}' (require_fields)",
+                            event.fqid()
+                        ),
+                    )
+                })?;
+            }
+        }
+        Ok(changed)
     }
 }
 
@@ -235,21 +324,32 @@ impl Migration for DeclarativeMigration {
         context: &MigrationContext<'_>,
         mut events: Vec<Event>,
     ) -> Result<Vec<Event>, MigrationError> {
-        for event in &mut events {
-            for op in &self.ops {
-                op.apply(event).map_err(|missing| {
-                    MigrationError::at(
-                        &self.name,
-                        context,
-                        format_args!(
-                            "{} lacks the required field '{missing}' (require_fields)",
-                            event.fqid()
-                        ),
-                    )
-                })?;
-            }
-        }
+        self.apply_ops(context, &mut events)?;
         Ok(events)
+    }
+
+    /// Ops change events in place, one for one, and only in the fields they
+    /// name.
+    fn tracked_fields(&self) -> Option<&[(String, String)]> {
+        Some(&self.changed_fields)
+    }
+
+    /// Each op's own report, when no two ops change the same field (the
+    /// usual case: no copy, no comparison); else the output compared with a
+    /// copy of the input, as two ops may cancel out.
+    fn migrate_tracked(
+        &self,
+        context: &MigrationContext<'_>,
+        mut events: Vec<Event>,
+    ) -> Result<(Vec<Event>, bool), MigrationError> {
+        if self.ops_overlap {
+            let input = events.clone();
+            self.apply_ops(context, &mut events)?;
+            let changed = events != input;
+            return Ok((events, changed));
+        }
+        let changed = self.apply_ops(context, &mut events)?;
+        Ok((events, changed))
     }
 }
 
@@ -317,7 +417,11 @@ mod tests {
             old: &models,
             new: &models,
         };
-        registry.migrate_position(&context, events(input))
+        let input = events(input);
+        let migrated = registry.migrate_position(&context, input.clone())?;
+        // Every test of an op checks its change report as well.
+        assert_eq!(migrated.changed, migrated.events != input, "change report");
+        Ok(migrated.events)
     }
 
     fn rename(old: &str, new: &str) -> Op {
@@ -681,6 +785,50 @@ mod tests {
             for events in &migrated.positions {
                 proptest::prop_assert!(events.iter().all(|event| !event.is_empty()));
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// Each op's report is exact, and so is the migration's, for random
+        /// op lists (renames onto themselves and ops that cancel out
+        /// included) over random histories.
+        #[test]
+        fn change_reports_are_exact(
+            actions in proptest::collection::vec(proptest::prelude::any::<(u8, u8, u8, u8)>(), 0..30),
+            ops in proptest::collection::vec(proptest::prelude::any::<(u8, u8, u8)>(), 0..5),
+        ) {
+            const FIELDS: [&str; 5] = ["title", "text", "legacy", "tag_ids", "name"];
+            let field = |n: u8| FIELDS[usize::from(n) % FIELDS.len()].to_string();
+            let ops: Vec<Op> = ops
+                .iter()
+                .map(|&(kind, a, b)| match kind % 3 {
+                    0 => Op::RenameField { collection: "motion".into(), old: field(a), new: field(b) },
+                    1 => Op::AddField { collection: "motion".into(), field: field(a), default: json!(b % 2) },
+                    _ => Op::RemoveFields { collection: "motion".into(), fields: vec![field(a), field(b)] },
+                })
+                .collect();
+            for op in &ops {
+                for events in history(&actions) {
+                    for mut event in events {
+                        let before = event.clone();
+                        let changed = op.apply(&mut event).unwrap();
+                        proptest::prop_assert_eq!(changed, event != before, "{:?} on {:?}", op, before);
+                    }
+                }
+            }
+            let migration = DeclarativeMigration::new("0002_random", ops);
+            let models = Models::new();
+            let context = MigrationContext {
+                position: 1,
+                target_migration_index: 2,
+                old: &models,
+                new: &models,
+            };
+            // Whole positions: several events of one model.
+            let mut position: Vec<Event> = history(&actions).into_iter().flatten().collect();
+            position.truncate(6);
+            let (output, changed) = migration.migrate_tracked(&context, position.clone()).unwrap();
+            proptest::prop_assert_eq!(changed, output != position);
         }
     }
 

@@ -324,8 +324,16 @@ pub fn migrate_in_memory(
                 old: &keyframes[step - 1],
                 new: &keyframes[step],
             };
-            let next = registry.migrate_position(&context, at_mi[step - 1].clone())?;
-            at_mi.push(next);
+            let input = &at_mi[step - 1];
+            let next = registry.migrate_position(&context, input.clone())?;
+            // Every run of the reference checks the step's report too.
+            assert_eq!(
+                next.changed,
+                next.events != *input,
+                "position {position}, step to MI {}: wrong change report",
+                context.target_migration_index
+            );
+            at_mi.push(next.events);
         }
         for (step, events) in at_mi.iter().enumerate() {
             for event in events {

@@ -104,6 +104,34 @@ pub trait Migration: Send + Sync {
         events: Vec<Event>,
     ) -> Result<Vec<Event>, MigrationError>;
 
+    /// `Some(fields)` when the migration tracks its own changes: then
+    /// [`Migration::migrate_tracked`] says exactly whether it changed the
+    /// events, and it changes them only in place (it never adds, drops or
+    /// reorders events, nor changes their type or fqid) and only in
+    /// `fields`, (collection, field name) pairs. The engine then needs no copy of a position's events to tell
+    /// an unchanged one (stored as its live JSON, byte for byte), and when
+    /// no two migrations of a run change the same field, no comparison
+    /// either ([`Registry::changes_are_final`]). `None` (the default): the
+    /// registry compares the output with a copy of the input.
+    fn tracked_fields(&self) -> Option<&[(String, String)]> {
+        None
+    }
+
+    /// [`Migration::migrate`], also saying whether the output differs from
+    /// `events`. Called only for migrations with
+    /// [`Migration::tracked_fields`]; the default calls `migrate` and
+    /// compares with a copy of the input.
+    fn migrate_tracked(
+        &self,
+        context: &MigrationContext<'_>,
+        events: Vec<Event>,
+    ) -> Result<(Vec<Event>, bool), MigrationError> {
+        let input = events.clone();
+        let output = self.migrate(context, events)?;
+        let changed = output != input;
+        Ok((output, changed))
+    }
+
     /// Whether [`Migration::migrate`] looks at `context.old` / `context.new`
     /// (the default, always safe). A migration that returns `false` must not
     /// read them: when no migration of a registry reads the context, the
@@ -114,10 +142,23 @@ pub trait Migration: Send + Sync {
     }
 }
 
+/// One position migrated by one step ([`Registry::migrate_position`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Migrated {
+    /// The events at the step's target MI.
+    pub events: Vec<Event>,
+    /// Whether they differ from the step's input (in content or order;
+    /// dropped empty events count): exactly, never "maybe".
+    pub changed: bool,
+}
+
 /// The ordered list of migrations both binaries build at start.
 #[derive(Clone, Default)]
 pub struct Registry {
     migrations: Vec<Arc<dyn Migration>>,
+    /// `final_from[k]`: [`Registry::changes_are_final`] for the steps of
+    /// migrations `k..`; one more entry (true) for no steps at all.
+    final_from: Vec<bool>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -131,7 +172,41 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// A registry of `migrations`; entry `k` (0-based) has target MI `k + 2`.
     pub fn new(migrations: Vec<Arc<dyn Migration>>) -> Registry {
-        Registry { migrations }
+        // From the last migration back: the steps from k on are final when
+        // migration k tracks its changes, the steps after it are final, and
+        // none of them changes a field migration k changes.
+        let mut final_from = vec![true; migrations.len() + 1];
+        let mut later_fields: std::collections::HashSet<(&str, &str)> =
+            std::collections::HashSet::new();
+        for (k, migration) in migrations.iter().enumerate().rev() {
+            final_from[k] = match migration.tracked_fields() {
+                Some(fields) => {
+                    let disjoint = fields
+                        .iter()
+                        .all(|(c, f)| !later_fields.contains(&(c.as_str(), f.as_str())));
+                    later_fields.extend(fields.iter().map(|(c, f)| (c.as_str(), f.as_str())));
+                    disjoint && final_from[k + 1]
+                }
+                None => false,
+            };
+        }
+        Registry {
+            migrations,
+            final_from,
+        }
+    }
+
+    /// Whether, migrating from MI `from` to the target, a change made by one
+    /// step can never be undone by a later one: every migration of those
+    /// steps tracks its changes ([`Migration::tracked_fields`]) and no two
+    /// of them may change the same field. Then a position changed by any
+    /// step differs from its live events at the end, and the engine needs
+    /// no copy of them to tell. (Steps only change fields in place, so a
+    /// change to fields no later step touches stays; a dropped event stays
+    /// dropped; the creates-first order stays.)
+    pub fn changes_are_final(&self, from: u64) -> bool {
+        let first = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.final_from.get(first).copied().unwrap_or(true)
     }
 
     /// The target migration index: number of migrations + 1.
@@ -218,7 +293,9 @@ impl Registry {
     /// calls the migration, drops the empty events of its output
     /// ([`Event::is_empty`]), and checks that what is left can be stored
     /// (valid, non-reserved field names; no nulls in `create`/`update`;
-    /// `listfields` values are integers or strings).
+    /// `listfields` values are integers or strings). Says whether the result
+    /// differs from `events` ([`Migrated::changed`]): from the migration's
+    /// own report when it tracks its changes, else by comparing with a copy.
     ///
     /// The engine calls this once per MI step (`n -> n + 1 -> ... -> target`),
     /// feeding each step's output into the next.
@@ -226,17 +303,70 @@ impl Registry {
         &self,
         context: &MigrationContext<'_>,
         events: Vec<Event>,
-    ) -> Result<Vec<Event>, MigrationError> {
+    ) -> Result<Migrated, MigrationError> {
+        let migration = self.step(context)?;
+        let copy = match migration.tracked_fields() {
+            Some(_) => None,
+            None => Some(events.clone()),
+        };
+        self.run_step(migration, context, events, copy.as_deref())
+    }
+
+    /// [`Registry::migrate_position`] of borrowed events, for a caller that
+    /// keeps them anyway: a migration that does not track its changes is
+    /// compared with `events` themselves, not with one more copy.
+    pub fn migrate_position_from(
+        &self,
+        context: &MigrationContext<'_>,
+        events: &[Event],
+    ) -> Result<Migrated, MigrationError> {
+        let migration = self.step(context)?;
+        self.run_step(migration, context, events.to_vec(), Some(events))
+    }
+
+    /// The migration that produces the context's target MI.
+    fn step(&self, context: &MigrationContext<'_>) -> Result<&dyn Migration, MigrationError> {
         let to = context.target_migration_index;
-        let migration = self.migration_to(to).ok_or_else(|| {
+        self.migration_to(to).ok_or_else(|| {
             MigrationError(format!(
                 "no migration produces MI {to} (position {}): the registry's target migration index is {}",
                 context.position,
                 self.target_migration_index()
             ))
-        })?;
-        let output = migration.migrate(context, creates_first(events))?;
-        let output: Vec<Event> = output.into_iter().filter(|e| !e.is_empty()).collect();
+        })
+    }
+
+    /// One step; `input` is a copy of `events`, required when the migration
+    /// does not track its changes.
+    fn run_step(
+        &self,
+        migration: &dyn Migration,
+        context: &MigrationContext<'_>,
+        events: Vec<Event>,
+        input: Option<&[Event]>,
+    ) -> Result<Migrated, MigrationError> {
+        let (output, changed) = match (migration.tracked_fields(), input) {
+            (None, Some(input)) => {
+                let mut output = migration.migrate(context, creates_first(events))?;
+                output.retain(|e| !e.is_empty());
+                let changed = output.as_slice() != input;
+                (output, changed)
+            }
+            _ => {
+                // The migration changes events in place, one for one: the
+                // result differs from the input exactly when the migration
+                // changed an event, the order changed, or an empty event
+                // was dropped (the input's, or one the migration emptied).
+                let had_empty = events.iter().any(Event::is_empty);
+                let reordered = !creates_are_first(&events);
+                let (mut output, changed) =
+                    migration.migrate_tracked(context, creates_first(events))?;
+                let before = output.len();
+                output.retain(|e| !e.is_empty());
+                let dropped = output.len() != before;
+                (output, changed || reordered || had_empty || dropped)
+            }
+        };
         for event in &output {
             if let Err(problem) = check_storable(event) {
                 return Err(MigrationError::at(
@@ -250,7 +380,20 @@ impl Registry {
                 ));
             }
         }
-        Ok(output)
+        Ok(Migrated {
+            events: output,
+            changed,
+        })
+    }
+}
+
+/// True when no create follows another event: [`creates_first`] moves
+/// nothing.
+fn creates_are_first(events: &[Event]) -> bool {
+    let is_create = |event: &Event| matches!(event, Event::Create { .. });
+    match events.iter().position(|event| !is_create(event)) {
+        Some(first_other) => !events[first_other..].iter().any(is_create),
+        None => true,
     }
 }
 
@@ -463,6 +606,8 @@ mod tests {
         let output = registry
             .migrate_position(&context(&models, 3), input)
             .unwrap();
+        assert!(output.changed);
+        let output = output.events;
         assert_eq!(
             output,
             events(json!([{"type": "create", "fqid": "motion/2",
@@ -502,10 +647,135 @@ mod tests {
         let output = registry
             .migrate_position(&context(&models, 2), input)
             .unwrap();
+        assert!(output.changed);
         assert_eq!(
-            output,
+            output.events,
             events(json!([{"type": "delete", "fqid": "motion/1"}]))
         );
+    }
+
+    /// A Rust migration that hands its events back in their live order
+    /// (undoing the creates-first order) and adds an empty event: for the
+    /// registry's report, only the comparison with the original input
+    /// counts.
+    struct Restore(Vec<Event>);
+
+    impl Migration for Restore {
+        fn name(&self) -> &str {
+            "0002_restore"
+        }
+        fn fingerprint_source(&self) -> String {
+            "restore".into()
+        }
+        fn migrate(
+            &self,
+            _: &MigrationContext<'_>,
+            _: Vec<Event>,
+        ) -> Result<Vec<Event>, MigrationError> {
+            let mut output = self.0.clone();
+            output.push(Event::Update {
+                fqid: "motion/9".parse().unwrap(),
+                fields: Default::default(),
+            });
+            Ok(output)
+        }
+    }
+
+    /// `changed` is exactly "the result differs from the input", for
+    /// migrations that track their changes and for those that do not, with
+    /// reordering, dropped empty events and ops that cancel out.
+    #[test]
+    fn migrate_position_reports_changes_exactly() {
+        let models = Models::new();
+        let check = |registry: &Registry, input: Value, expected: bool| {
+            let input = events(input);
+            let owned = registry
+                .migrate_position(&context(&models, 2), input.clone())
+                .unwrap();
+            let borrowed = registry
+                .migrate_position_from(&context(&models, 2), &input)
+                .unwrap();
+            assert_eq!(owned, borrowed);
+            assert_eq!(owned.changed, owned.events != input, "{input:?}");
+            assert_eq!(owned.changed, expected, "{input:?}");
+        };
+        let rename = from_json(
+            r#"{"migrations": [{"name": "0002_r", "ops": [
+                {"op": "rename_field", "collection": "motion", "old": "title", "new": "name"}]}]}"#,
+        );
+        let create = json!({"type": "create", "fqid": "motion/1", "fields": {"text": "x"}});
+        let update = json!({"type": "update", "fqid": "motion/2", "fields": {"text": "y"}});
+        let empty = json!({"type": "update", "fqid": "motion/2", "fields": {}});
+        let titled = json!({"type": "update", "fqid": "motion/2", "fields": {"title": "y"}});
+        check(&rename, json!([create, update]), false);
+        check(&rename, json!([create, titled]), true);
+        // Reordered creates first, or an empty event dropped: changed.
+        check(&rename, json!([update, create]), true);
+        check(&rename, json!([create, empty]), true);
+        check(&rename, json!([]), false);
+        // Two ops that cancel out: the migration compares instead.
+        let there_and_back = from_json(
+            r#"{"migrations": [{"name": "0002_r", "ops": [
+                {"op": "rename_field", "collection": "motion", "old": "title", "new": "name"},
+                {"op": "rename_field", "collection": "motion", "old": "name", "new": "title"}]}]}"#,
+        );
+        check(&there_and_back, json!([create, titled]), false);
+        let add_and_remove = from_json(
+            r#"{"migrations": [{"name": "0002_r", "ops": [
+                {"op": "add_field", "collection": "motion", "field": "weight", "default": 0},
+                {"op": "remove_fields", "collection": "motion", "fields": ["weight"]}]}]}"#,
+        );
+        check(&add_and_remove, json!([create, update]), false);
+        check(
+            &add_and_remove,
+            json!([{"type": "create", "fqid": "motion/1", "fields": {"weight": 0}}]),
+            true,
+        );
+        // A Rust migration is compared with its original input: undoing the
+        // creates-first order and adding an empty event changes nothing.
+        let live = json!([update, create]);
+        let restore = Registry::new(vec![Arc::new(Restore(events(live.clone())))]);
+        check(&restore, live, false);
+        check(&restore, json!([create]), true);
+    }
+
+    #[test]
+    fn changes_are_final_when_no_two_steps_change_one_field() {
+        let registry =
+            |migrations: Value| from_json(&json!({ "migrations": migrations }).to_string());
+        let rename = |old: &str, new: &str| {
+            json!({"name": format!("r_{old}_{new}"), "ops": [
+                {"op": "rename_field", "collection": "motion", "old": old, "new": new}]})
+        };
+        let chain = from_json(SPEC_EXAMPLE);
+        assert!((0..=5).all(|from| chain.changes_are_final(from)));
+        // `title -> name`, then `name -> title`: the second may undo the first.
+        let back = registry(json!([rename("title", "name"), rename("name", "title")]));
+        assert!(!back.changes_are_final(1));
+        assert!(back.changes_are_final(2));
+        assert!(back.changes_are_final(3));
+        // A field of another collection, or a check, is no conflict.
+        let other = registry(json!([rename("title", "name"),
+            {"name": "t", "ops": [{"op": "rename_field", "collection": "topic", "old": "name", "new": "title"}]},
+            {"name": "q", "ops": [{"op": "require_fields", "collection": "motion", "fields": ["name"]}]}]));
+        assert!(other.changes_are_final(1));
+        // Overlapping ops inside one migration are that migration's own
+        // business (it compares itself).
+        let inside = registry(json!([{"name": "x", "ops": [
+            {"op": "add_field", "collection": "motion", "field": "w", "default": 0},
+            {"op": "remove_fields", "collection": "motion", "fields": ["w"]}]}, rename("title", "name")]));
+        assert!(inside.changes_are_final(1));
+        // A migration that does not track its changes: never final.
+        let mut migrations = chain.migrations().to_vec();
+        migrations.insert(
+            1,
+            Arc::new(SplitOffUpdate::new("0003_split", "motion", "text")),
+        );
+        let rust = Registry::new(migrations);
+        assert!(!rust.changes_are_final(1));
+        assert!(!rust.changes_are_final(2));
+        assert!(rust.changes_are_final(3));
+        assert!(Registry::default().changes_are_final(1));
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub(crate) fn migrate_position(
     // Events at each MI from source_mi to target; all computed against the
     // keyframes *before* this position, then applied.
     let mut by_mi: Vec<Vec<Event>> = Vec::with_capacity((target - source_mi + 1) as usize);
+    let mut steps_changed = 0;
     for mi in source_mi..target {
         let context = MigrationContext {
             position,
@@ -57,12 +58,13 @@ pub(crate) fn migrate_position(
             old: keyframes.at(mi),
             new: keyframes.at(mi + 1),
         };
-        let input = by_mi.last().unwrap_or(&source).clone();
+        let input = by_mi.last().unwrap_or(&source);
         // Orders creates first, drops empty events, checks storability.
-        let output = registry
-            .migrate_position(&context, input)
+        let migrated = registry
+            .migrate_position_from(&context, input)
             .map_err(|err| named(registry, &context, err.to_string()))?;
-        by_mi.push(output);
+        steps_changed += usize::from(migrated.changed);
+        by_mi.push(migrated.events);
     }
 
     for (index, event) in source.iter().enumerate() {
@@ -87,8 +89,16 @@ pub(crate) fn migrate_position(
     }
 
     let source_events = source.len() as u64;
+    // Every step's input is kept here anyway: the live events are compared
+    // only when a later step may have undone an earlier step's change.
+    let changed = match steps_changed {
+        0 => false,
+        1 => true,
+        _ if registry.changes_are_final(source_mi) => true,
+        _ => by_mi.last() != Some(&source),
+    };
     let (events_json, events) = match by_mi.pop() {
-        Some(migrated) if migrated != source => {
+        Some(migrated) if changed => {
             let count = migrated.len() as u64;
             (EventsJson::Events(migrated), count)
         }
@@ -138,9 +148,16 @@ pub(crate) fn migrate_position_blind(
     source: Vec<Event>,
 ) -> Result<BlindPosition, PositionError> {
     let target = registry.target_migration_index();
-    // The source is kept to tell an unchanged position (stored as its live
-    // JSON) from a changed one.
-    let mut events = source.clone();
+    let source_events = source.len() as u64;
+    // Each step says whether it changed the events, so an unchanged
+    // position (stored as its live JSON) needs no copy of them. Only when a
+    // later step may undo an earlier one's change (a migration that does
+    // not track its changes, or two that change the same field) is a copy
+    // kept, to compare.
+    let copy =
+        (target - source_mi >= 2 && !registry.changes_are_final(source_mi)).then(|| source.clone());
+    let mut events = source;
+    let mut steps_changed = 0;
     for mi in source_mi..target {
         let context = MigrationContext {
             position,
@@ -148,17 +165,23 @@ pub(crate) fn migrate_position_blind(
             old: &EMPTY,
             new: &EMPTY,
         };
-        events = registry
+        let migrated = registry
             .migrate_position(&context, events)
             .map_err(|err| named(registry, &context, err.to_string()))?;
+        steps_changed += usize::from(migrated.changed);
+        events = migrated.events;
     }
-    let source_events = source.len() as u64;
-    let events_json = if events == source {
-        source_json
-    } else {
+    let changed = match (steps_changed, &copy) {
+        (0, _) => false,
+        (1, _) | (_, None) => true,
+        (_, Some(source)) => events != *source,
+    };
+    let events_json = if changed {
         serde_json::to_string(&events).map_err(|err| {
             format!("position {position}: cannot serialise its migrated events: {err}")
         })?
+    } else {
+        source_json
     };
     Ok(BlindPosition {
         position,
