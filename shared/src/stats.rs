@@ -33,6 +33,49 @@ pub enum MigrationState {
     NoMigrationRequired,
 }
 
+impl MigrationState {
+    /// The name as written in JSON and in the engine's output
+    /// (`migration_required`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationState::MigrationRunning => "migration_running",
+            MigrationState::MigrationRequired => "migration_required",
+            MigrationState::FinalizationRequired => "finalization_required",
+            MigrationState::NoMigrationRequired => "no_migration_required",
+        }
+    }
+}
+
+/// What the migration state of SPEC 4.1 depends on, apart from a running
+/// job (only the job record knows that: callers override the state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateFacts {
+    /// Live positions (0: empty datastore).
+    pub positions: u64,
+    /// The live MI (ignored for an empty datastore).
+    pub current_migration_index: u64,
+    /// The registry's target MI.
+    pub target_migration_index: u64,
+    /// Positions whose migration data is at the target.
+    pub fully_migrated_positions: u64,
+    /// The migration area was built for this registry (target and
+    /// fingerprint); data built for another one is redone, so it never
+    /// counts as fully migrated.
+    pub area_is_current: bool,
+}
+
+/// The migration state, computed here only: the `stats` answer and the
+/// engine's start line must never disagree.
+pub fn migration_state(facts: StateFacts) -> MigrationState {
+    if facts.positions == 0 || facts.current_migration_index == facts.target_migration_index {
+        MigrationState::NoMigrationRequired
+    } else if facts.area_is_current && facts.fully_migrated_positions >= facts.positions {
+        MigrationState::FinalizationRequired
+    } else {
+        MigrationState::MigrationRequired
+    }
+}
+
 /// The `stats` object of SPEC 4.1.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Stats {
@@ -94,13 +137,13 @@ pub async fn read_stats(
     } else {
         (0, mi_counts.values().sum())
     };
-    let status = if current == target {
-        MigrationState::NoMigrationRequired
-    } else if fully >= positions {
-        MigrationState::FinalizationRequired
-    } else {
-        MigrationState::MigrationRequired
-    };
+    let status = migration_state(StateFacts {
+        positions,
+        current_migration_index: current,
+        target_migration_index: target,
+        fully_migrated_positions: fully,
+        area_is_current,
+    });
     Ok(Stats {
         status,
         current_migration_index: current,
@@ -110,4 +153,59 @@ pub async fn read_stats(
         partially_migrated_positions: partially,
         fully_migrated_positions: fully,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(
+        positions: u64,
+        current: u64,
+        target: u64,
+        fully: u64,
+        area_is_current: bool,
+    ) -> MigrationState {
+        migration_state(StateFacts {
+            positions,
+            current_migration_index: current,
+            target_migration_index: target,
+            fully_migrated_positions: fully,
+            area_is_current,
+        })
+    }
+
+    #[test]
+    fn migration_state_in_priority_order() {
+        use MigrationState::*;
+        // An empty datastore, or one at the target: nothing to do, whatever
+        // the migration area holds.
+        assert_eq!(state(0, 1, 3, 0, false), NoMigrationRequired);
+        assert_eq!(state(0, 1, 3, 5, true), NoMigrationRequired);
+        assert_eq!(state(10, 3, 3, 0, false), NoMigrationRequired);
+        assert_eq!(state(10, 3, 3, 10, true), NoMigrationRequired);
+        // Below the target: finalization once every position is migrated
+        // for this registry.
+        assert_eq!(state(10, 1, 3, 10, true), FinalizationRequired);
+        assert_eq!(state(10, 2, 3, 11, true), FinalizationRequired);
+        assert_eq!(state(10, 1, 3, 9, true), MigrationRequired);
+        assert_eq!(state(10, 1, 3, 0, true), MigrationRequired);
+        // Data of another registry counts for nothing.
+        assert_eq!(state(10, 1, 3, 10, false), MigrationRequired);
+    }
+
+    #[test]
+    fn state_names_are_the_json_names() {
+        for state in [
+            MigrationState::MigrationRunning,
+            MigrationState::MigrationRequired,
+            MigrationState::FinalizationRequired,
+            MigrationState::NoMigrationRequired,
+        ] {
+            assert_eq!(
+                serde_json::to_value(state).unwrap(),
+                serde_json::Value::from(state.as_str())
+            );
+        }
+    }
 }

@@ -172,16 +172,19 @@ async fn validate<S: OutputSink>(
     }
 }
 
-/// The state name of SPEC 4.1 for the start line.
+/// The state name of SPEC 4.1 for the start line, as `stats` computes it.
+/// Every position up to the cursor of a current area is at the target
+/// (MI-first), so the cursor counts the fully migrated positions.
 fn state_name(snapshot: &Snapshot, target: u64, area_is_current: bool) -> &'static str {
-    let current = snapshot.migration_index.unwrap_or(target);
-    if snapshot.positions == 0 || current == target {
-        "no_migration_required"
-    } else if area_is_current && snapshot.area.cursor >= snapshot.positions {
-        "finalization_required"
-    } else {
-        "migration_required"
-    }
+    use migration_shared::stats::{migration_state, StateFacts};
+    migration_state(StateFacts {
+        positions: snapshot.positions,
+        current_migration_index: snapshot.migration_index.unwrap_or(target),
+        target_migration_index: target,
+        fully_migrated_positions: snapshot.area.cursor,
+        area_is_current,
+    })
+    .as_str()
 }
 
 /// Migrates every position of the current snapshot into the migration area.
