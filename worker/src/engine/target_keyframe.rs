@@ -38,7 +38,7 @@
 //! as the sequential fold would.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 
 use migration_shared::datastore::{apply_event_to, Event, Fqid, Model};
 use rayon::prelude::*;
@@ -131,9 +131,7 @@ impl TargetKeyframe {
     }
 
     fn shard_of(&self, fqid: &Fqid) -> usize {
-        let mut hasher = self.hasher.build_hasher();
-        fqid.hash(&mut hasher);
-        (hasher.finish() % self.shards.len() as u64) as usize
+        (self.hasher.hash_one(fqid) % self.shards.len() as u64) as usize
     }
 
     /// The models `events` touch that are not in memory but may be in
