@@ -117,7 +117,12 @@ impl<T: Clone + Send + Sync + 'static> CoalescedRead<T> {
                 // Every caller gave up: nobody to answer.
                 continue;
             }
-            match AssertUnwindSafe(read()).catch_unwind().await {
+            // `read()` inside the block: a panic of the call itself is
+            // caught too, so the reads never stop with `running` still set.
+            match AssertUnwindSafe(async { read().await })
+                .catch_unwind()
+                .await
+            {
                 Ok(value) => {
                     flight.send_replace(Some(value));
                 }
