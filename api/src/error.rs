@@ -236,6 +236,7 @@ impl From<MigrationRouteError> for ApiError {
     fn from(err: MigrationRouteError) -> Self {
         match err {
             MigrationRouteError::Redis(err) => err.into(),
+            MigrationRouteError::ReadLost(err) => ApiError::Internal(err.to_string()),
             other => ApiError::BadRequest(other.to_string()),
         }
     }

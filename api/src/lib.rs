@@ -6,6 +6,7 @@
 //! migration area (that is `migration-worker`).
 
 pub mod auth;
+pub mod coalesced_read;
 pub mod error;
 pub mod metrics;
 pub mod output_cache;

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use migration_shared::config::{AuthConfig, Config};
 use migration_shared::datastore::Datastore;
 use migration_shared::keys::Keys;
@@ -13,6 +14,7 @@ use migration_shared::redis_client::RedisConnection;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::coalesced_read::CoalescedRead;
 use crate::metrics::HttpMetrics;
 use crate::output_cache::OutputCache;
 use crate::routes::stream::StreamSlots;
@@ -43,6 +45,9 @@ pub struct SharedState {
     /// This replica's copy of the current job's output (`progress` reads
     /// only new entries).
     pub output_cache: OutputCache,
+    /// The `progress` reads of this replica: concurrent polls share one
+    /// (the rendered answer, or the read's error).
+    pub progress_reads: Arc<CoalescedRead<Result<Bytes, redis::RedisError>>>,
     /// This replica's HTTP figures for `/metrics`.
     pub http_metrics: HttpMetrics,
     /// The cap on open output streams.
@@ -72,6 +77,7 @@ impl AppState {
             redis,
             datastore,
             output_cache: OutputCache::default(),
+            progress_reads: Arc::default(),
             http_metrics: HttpMetrics::default(),
             shutdown: CancellationToken::new(),
         })))

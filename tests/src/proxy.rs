@@ -8,7 +8,11 @@
 //! when a chunk contains the pattern (e.g. the commit script's SHA-1 in its
 //! `EVALSHA`), and runs its action *before* forwarding that chunk: the
 //! action can freeze Redis (the commit then waits in Redis's socket, sent
-//! but unanswered) or hold the chunk until the test releases it.
+//! but unanswered) or hold the chunk until the test releases it. A trap
+//! armed with [`RedisProxy::hold_replies`] instead forwards the chunk at
+//! once and holds what Redis answers on that connection until its action
+//! has completed: the command has run, but the api has not seen its answer
+//! (a read that is "in flight" while the test changes what it read).
 //!
 //! The relay runs on a thread of its own with its own runtime, so it keeps
 //! relaying while a test blocks (`ApiProcess::start` polls health
@@ -27,7 +31,14 @@ pub type TrapAction = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send
 struct Trap {
     pattern: Vec<u8>,
     action: TrapAction,
+    /// Forward the chunk at once and hold the replies instead.
+    hold_replies: bool,
 }
+
+/// Held by the client -> server side while a [`RedisProxy::hold_replies`]
+/// trap's action runs; the server -> client side takes it before every
+/// chunk it forwards.
+type ReplyGate = Arc<tokio::sync::Mutex<()>>;
 
 /// A running relay to `127.0.0.1:<upstream port>`; stops when dropped.
 pub struct RedisProxy {
@@ -82,10 +93,28 @@ impl RedisProxy {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let action: TrapAction = Box::new(move || Box::pin(action()));
+        self.arm(pattern.into(), Box::new(move || Box::pin(action())), false);
+    }
+
+    /// Arms a one-shot trap: the next chunk a client sends that contains
+    /// `pattern` is forwarded at once, and the replies on that connection
+    /// (its answer and any later ones) are held until `action` has
+    /// completed.
+    pub fn hold_replies<F>(
+        &self,
+        pattern: impl Into<Vec<u8>>,
+        action: impl FnOnce() -> F + Send + 'static,
+    ) where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.arm(pattern.into(), Box::new(move || Box::pin(action())), true);
+    }
+
+    fn arm(&self, pattern: Vec<u8>, action: TrapAction, hold_replies: bool) {
         *self.trap.lock().expect("trap lock") = Some(Trap {
-            pattern: pattern.into(),
+            pattern,
             action,
+            hold_replies,
         });
     }
 
@@ -115,20 +144,26 @@ async fn accept_loop(listener: TcpListener, upstream_port: u16, trap: Arc<Mutex<
             };
             let (client_read, client_write) = client.into_split();
             let (server_read, server_write) = server.into_split();
+            let gate = ReplyGate::default();
             tokio::select! {
-                _ = relay_watching(client_read, server_write, trap) => {}
-                _ = relay(server_read, client_write) => {}
+                _ = relay_watching(client_read, server_write, trap, gate.clone()) => {}
+                _ = relay(server_read, client_write, gate) => {}
             }
         });
     }
 }
 
-async fn relay(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf) {
+async fn relay(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    gate: ReplyGate,
+) {
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
         match from.read(&mut buffer).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
+                let _open = gate.lock().await;
                 if to.write_all(&buffer[..n]).await.is_err() {
                     return;
                 }
@@ -143,6 +178,7 @@ async fn relay_watching(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     trap: Arc<Mutex<Option<Trap>>>,
+    gate: ReplyGate,
 ) {
     let mut buffer = vec![0u8; 64 * 1024];
     let mut tail: Vec<u8> = Vec::new();
@@ -167,8 +203,17 @@ async fn relay_watching(
                 None
             }
         };
-        if let Some(fired) = fired {
-            (fired.action)().await;
+        match fired {
+            Some(fired) if fired.hold_replies => {
+                // Closed before the chunk goes, so that its answer is held.
+                let closed = gate.clone().lock_owned().await;
+                tokio::spawn(async move {
+                    (fired.action)().await;
+                    drop(closed);
+                });
+            }
+            Some(fired) => (fired.action)().await,
+            None => {}
         }
         if to.write_all(chunk).await.is_err() {
             return;

@@ -10,11 +10,26 @@
 //! - when Redis loses entries a replica has kept (here `XDEL`, as a
 //!   restore from an older snapshot would), every replica answers what the
 //!   stream now holds, not its kept copy.
+//!
+//! And concurrent polls of one replica share one read
+//! (`api/src/coalesced_read.rs`), never one older than the poll:
+//!
+//! - a hundred polls at once answer alike, with fewer reads than polls
+//!   (counted in `INFO commandstats`);
+//! - polls of a running job answer its output so far, and a poll sent once
+//!   the job has finished answers the final result, both while others
+//!   keep the replica reading;
+//! - a poll that arrives while a read of the running job is in flight
+//!   (its answer held back by a [`RedisProxy`]) after the job finished
+//!   waits for the next read: it never gets the stale `migration_running`.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use migration_shared::scripts::PROGRESS;
 use migration_tests::migration_jobs::*;
-use migration_tests::{ApiClient, TestCluster};
+use migration_tests::{ApiClient, RedisProxy, TestCluster};
 use redis::Commands;
 use serde_json::Value;
 
@@ -172,4 +187,176 @@ async fn entries_lost_by_redis_are_lost_on_every_replica_too() {
             "replica {replica} answered its kept copy instead of the stream"
         );
     }
+}
+
+/// `n` polls sent at once to `client`; every answer must be `200`.
+async fn concurrent_polls(client: &ApiClient, n: usize) -> Vec<Value> {
+    let polls = (0..n).map(|_| {
+        let client = client.clone();
+        tokio::spawn(async move { client.progress().await })
+    });
+    let mut answers = Vec::new();
+    for poll in polls.collect::<Vec<_>>() {
+        let (status, body) = poll.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        answers.push(body);
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_polls_answer_alike_with_fewer_reads_than_polls() {
+    // No worker: the job stays queued and its answer does not change.
+    let cluster = cluster(1, 0, 0, 0);
+    let client = cluster.client();
+    let (status, answer) = client.post_migration_verbose("migrate", true).await;
+    assert_eq!(status, 200, "{answer}");
+    let (alone, _) = progress_output(&client).await;
+    assert_eq!(alone["status"], "migration_running", "{alone}");
+
+    const POLLS: usize = 100;
+    const ROUNDS: usize = 3;
+    // `job_progress.lua` runs one XRANGE per read; nothing else reads the
+    // stream here.
+    let before = command_calls(&cluster, "xrange");
+    for _ in 0..ROUNDS {
+        for answer in concurrent_polls(&client, POLLS).await {
+            assert_eq!(answer, alone, "every poll answers the same");
+        }
+    }
+    let reads = command_calls(&cluster, "xrange") - before;
+    assert!(
+        reads < (POLLS * ROUNDS) as u64,
+        "{reads} reads for {ROUNDS} rounds of {POLLS} concurrent polls: not shared"
+    );
+    eprintln!("{reads} reads for {ROUNDS} rounds of {POLLS} concurrent polls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_polls_of_a_running_job_answer_its_output_and_a_poll_after_the_finish_sees_it() {
+    let cluster = cluster(1, 1, 150, 0);
+    seed(&cluster.client(), 150).await;
+    cluster.wait_for_workers(1, Duration::from_secs(30)).await;
+    let client = cluster.client();
+    let (status, answer) = client.post_migration_verbose("migrate", true).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "migration_running", "{answer}");
+
+    // Pollers that keep the replica reading all the time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let pollers: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let (status, body) = client.progress().await;
+                    assert_eq!(status, 200, "{body}");
+                    answers.push(body);
+                }
+                answers
+            })
+        })
+        .collect();
+    // The moment Redis says the job finished, one more poll.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let job_id = loop {
+        let job = tokio::task::block_in_place(|| current_job(&cluster));
+        if job.get("state").map(String::as_str) == Some("finished") {
+            break job["id"].clone();
+        }
+        assert!(Instant::now() < deadline, "the job did not finish: {job:?}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let (after, output) = progress_output(&client).await;
+    stop.store(true, Ordering::SeqCst);
+    let full = stream_output(&cluster, &job_id);
+    assert_eq!(
+        after["status"], "finalization_required",
+        "a poll after the finish got: {after}"
+    );
+    assert_eq!(output, full);
+
+    let mut running = 0;
+    for poller in pollers {
+        for body in poller.await.unwrap() {
+            let output = output_of(&body);
+            assert!(full.starts_with(&output), "not the job's output: {body}");
+            if body["status"] == "migration_running" {
+                running += 1;
+            } else {
+                assert_eq!(body, after, "every final answer is the same");
+            }
+        }
+    }
+    assert!(
+        running >= 8,
+        "the pollers hardly saw the job run: {running}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_that_arrives_during_a_read_of_the_running_job_waits_for_a_fresh_one() {
+    // The job is queued and no worker runs yet; the second api reads Redis
+    // through a proxy.
+    let mut cluster = cluster(1, 0, 0, 0);
+    seed(&cluster.client(), 5).await;
+    let proxy = RedisProxy::start(cluster.redis.port());
+    let options = cluster.options().clone().redis_url(proxy.url());
+    cluster.start_api_with(options);
+    let client = cluster.client_for(1);
+    let (status, answer) = client.post_migration("migrate").await;
+    assert_eq!(status, 200, "{answer}");
+    // Loads the script over the proxy, so that the trap below catches an
+    // EVALSHA.
+    let (running, _) = progress_output(&client).await;
+    assert_eq!(running["status"], "migration_running", "{running}");
+
+    // The next read runs in Redis, but its answer is held until released.
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    proxy.hold_replies(
+        PROGRESS.get_hash().as_bytes().to_vec(),
+        move || async move {
+            let _ = released.await;
+        },
+    );
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { client.progress().await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !proxy.trap_fired() {
+        assert!(
+            Instant::now() < deadline,
+            "the first poll's read never came"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // That read saw the job queued. Now the job runs and finishes.
+    cluster.start_worker();
+    wait_for_job_state(&cluster, "finished", Duration::from_secs(30)).await;
+    let second = tokio::spawn({
+        let client = client.clone();
+        async move { client.progress().await }
+    });
+    // The second poll reaches the replica while the first read is in
+    // flight; then that read's answer comes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    release.send(()).unwrap();
+
+    let (status, second) = second.await.unwrap();
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(
+        second["status"], "finalization_required",
+        "a poll sent after the finish was answered from an older read: {second}"
+    );
+    assert_eq!(current_job(&cluster)["result_read"], "1", "marked as read");
+    // The first poll arrived before the finish: either answer is right,
+    // but it gets one (unless the slow start of the worker used up its
+    // budget: then the replica's 503).
+    let (status, first) = first.await.unwrap();
+    assert!(
+        status == 200 || status == 503,
+        "the first poll: {status} {first}"
+    );
 }

@@ -9,7 +9,10 @@
 //! answers alike.
 //!
 //! `progress` and `stats` are reads and ride out a short Redis restart
-//! (`crate::retry`); the commands are not retried. The command wait is
+//! (`crate::retry`); the commands are not retried. Concurrent `progress`
+//! polls on one replica share one read that started after each of them
+//! arrived (`crate::coalesced_read`): the operator tools poll it often, and
+//! one Redis round trip per poll made Redis the route's bound. The command wait is
 //! capped so that the answer fits in the route's budget
 //! (`crate::route_class`).
 //!
@@ -32,9 +35,10 @@ use migration_shared::jobs::{
 use serde_json::{json, Value};
 
 use super::JsonBody;
+use crate::coalesced_read::ReadLost;
 use crate::error::ApiError;
 use crate::retry::{self, ConnectionError};
-use crate::route_class::COMMAND_WAIT_CAP;
+use crate::route_class::{COMMAND_WAIT_CAP, REQUEST_BUDGET};
 use crate::state::AppState;
 use migration_shared::stats::read_stats;
 
@@ -68,6 +72,10 @@ pub enum MigrationRouteError {
     /// Redis failed: nothing (more) happened.
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
+    /// The shared `progress` read this request waited for failed
+    /// unexpectedly (a bug: it panicked).
+    #[error(transparent)]
+    ReadLost(ReadLost),
 }
 
 impl ConnectionError for MigrationRouteError {
@@ -134,7 +142,9 @@ pub async fn migrations(
         MigrationRequest::Stats => {
             Json(retry::read("stats", || stats(&state)).await?).into_response()
         }
-        MigrationRequest::Progress => retry::read("progress", || progress(&state)).await?,
+        MigrationRequest::Progress => {
+            json_body(retry::read("progress", || progress(&state)).await?)
+        }
         MigrationRequest::Run { command, verbose } => run_command(&state, command, verbose).await?,
     };
     Ok(answer)
@@ -164,9 +174,49 @@ async fn stats(state: &AppState) -> Result<Value, MigrationRouteError> {
 /// `progress`: the current job's output so far, or its final result, or the
 /// datastore's state when no command has run since the output was cleared.
 ///
+/// Concurrent polls on this replica share one read
+/// (`crate::coalesced_read`), always one that started after the poll
+/// arrived, so an answer is never older than its request. Every waiter gets
+/// the read's error as its own read would have failed, and retries it as
+/// such (`crate::retry`, around this).
+async fn progress(state: &AppState) -> Result<Bytes, MigrationRouteError> {
+    let reader = state.clone();
+    let read = move || {
+        let state = reader.clone();
+        async move { bounded_progress_read(&state).await }
+    };
+    let answer = state
+        .progress_reads
+        .read(read)
+        .await
+        .map_err(MigrationRouteError::ReadLost)?;
+    Ok(answer?)
+}
+
+/// [`read_progress`], given up after [`REQUEST_BUDGET`]: the reads of a
+/// replica run one after the other, so a read that hangs on a hung Redis
+/// (whose connection may take far longer to time out) would hold back
+/// every later poll. Its waiters all arrived before it started, so their
+/// own budget has run out by then: nobody is left who could use it.
+async fn bounded_progress_read(state: &AppState) -> Result<Bytes, redis::RedisError> {
+    match tokio::time::timeout(REQUEST_BUDGET, read_progress(state)).await {
+        Ok(answer) => answer,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "no answer within {} s (redis hangs or the network to it is cut)",
+                REQUEST_BUDGET.as_secs_f64()
+            ),
+        )
+        .into()),
+    }
+}
+
+/// One read of the `progress` answer, as SPEC 4.1 renders it.
+///
 /// The output comes from the replica's cache plus the stream entries it has
 /// not seen (`crate::output_cache`): one round trip for a running job.
-async fn progress(state: &AppState) -> Result<Response, MigrationRouteError> {
+async fn read_progress(state: &AppState) -> Result<Bytes, redis::RedisError> {
     let mut conn = state.redis.clone();
     let base = state.output_cache.latest();
     let read = jobs::read_current_output(
@@ -177,38 +227,32 @@ async fn progress(state: &AppState) -> Result<Response, MigrationRouteError> {
     .await?;
     let Some((job, snapshot)) = state.output_cache.update(base.as_ref(), read) else {
         let stats = read_stats(&mut conn, &state.keys, &state.registry).await?;
-        return Ok(Json(json!({"success": true, "status": stats.status})).into_response());
+        let answer = json!({"success": true, "status": stats.status});
+        return Ok(Bytes::from(answer.to_string()));
     };
     if job.state != JobState::Finished {
-        return Ok(json_body(with_progress(
-            snapshot.running_body(),
-            &job.progress,
-        )));
+        return Ok(with_progress(snapshot.running_body(), &job.progress));
     }
     // The final result: the datastore's state after the job, then marked as
-    // returned (once is enough: the record says so).
+    // returned (once is enough: the record says so) before anyone gets it.
     let stats = read_stats(&mut conn, &state.keys, &state.registry).await?;
     let body = snapshot.final_body(stats.status, job.exception.as_deref());
     if !job.result_read {
         jobs::mark_result_read(&mut conn, &state.keys, &job.id).await?;
     }
-    Ok(json_body(with_progress(body, &job.progress)))
+    Ok(with_progress(body, &job.progress))
 }
 
 /// The output stream's `result` event: the `progress` answer, as JSON.
 pub(crate) async fn progress_answer(state: AppState) -> Result<Value, MigrationRouteError> {
-    let response = progress(&state).await?;
-    let rendering = |what: String| {
+    let body = progress(&state).await?;
+    serde_json::from_slice(&body).map_err(|err| {
         MigrationRouteError::Redis(redis::RedisError::from((
             redis::ErrorKind::UnexpectedReturnType,
             "rendering the answer",
-            what,
+            err.to_string(),
         )))
-    };
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .map_err(|err| rendering(err.to_string()))?;
-    serde_json::from_slice(&bytes).map_err(|err| rendering(err.to_string()))
+    })
 }
 
 /// Adds the job's structured `progress` (SPEC 9: the numbers the stream and
@@ -256,7 +300,9 @@ async fn run_command(
     // finished, else its output so far (or, if it finished, was read and
     // replaced by a newer command meanwhile, what is current). Reading it
     // is a read, retried like one; the enqueue above is not.
-    retry::read("command answer", || progress(state)).await
+    retry::read("command answer", || progress(state))
+        .await
+        .map(json_body)
 }
 
 /// Waits up to `wait` for the job to finish. A failure here is only logged:
