@@ -99,8 +99,9 @@ pub(crate) struct FoldError {
 }
 
 impl TargetKeyframe {
-    /// An empty cache for the keyframe at `mi`, holding at most `capacity`
-    /// models after each landed flush. `read_redis`: whether the area in
+    /// An empty cache for the keyframe at `mi` of about `capacity` models
+    /// (when over it at the start of a batch, it evicts down to 90 % of it,
+    /// as far as clean, landed models allow). `read_redis`: whether the area in
     /// Redis belongs to this run (a continued or resumed run), so that
     /// missing models are read from it.
     pub(crate) fn new(mi: u64, capacity: usize, read_redis: bool) -> TargetKeyframe {
