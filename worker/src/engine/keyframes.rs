@@ -17,7 +17,7 @@
 //! replay of the live events of every migrated position (each position's
 //! live events are its events at its own, lowest, MI; the copies above keep
 //! that true). It is therefore stored less often than the others (see
-//! `migrate.rs`: a *lowest flush*, recorded as `lowest_cursor`): a resumed
+//! `migrate/flush.rs`: a *lowest flush*, recorded as `lowest_cursor`): a resumed
 //! run loads it as of `lowest_cursor` and replays the live events of the
 //! positions after it up to `keyframe_cursor` ([`Keyframes::replay`]),
 //! instead of writing it at every flush (that would double the keyframe

@@ -6,7 +6,7 @@
 //! its work from a [`Pacer`] in units, checks the cancel token between two
 //! Redis calls and stops there: none of those phases writes, so every point
 //! between two calls is a durable one. The migration loop itself stops only
-//! after a checkpoint landed (see `migrate.rs`).
+//! after a checkpoint landed (see `migrate/batches.rs`).
 //!
 //! What a unit costs: a migrated or replayed position reads a position's
 //! events (and the migration loop writes them back), so the throttle `r`
