@@ -1,12 +1,14 @@
 //! The batch loop of `migrate`: read, migrate, fold, checkpoint.
 //!
-//! Three stages overlap. Batch k + 1 is read (one pipelined `HMGET` of
-//! events and MIs) and prepared on the worker pool while batch k is folded:
-//! its positions are parsed in parallel and, when no migration reads the
-//! context, also migrated and their changed events serialised (a position's
-//! migration then depends on nothing but its own events). Batch k is folded
-//! into the keyframes while up to three checkpoints (`pipeline.rs`) are being
-//! written (see `pipeline.rs`).
+//! Three stages overlap. The next two batches are read (one pipelined
+//! `HMGET` of events and MIs each) and prepared on the worker pool while
+//! batch k is folded: their positions are parsed in parallel and, when no
+//! migration reads the context, also migrated and their changed events
+//! serialised (a position's migration then depends on nothing but its own
+//! events). The missing keyframe models of batch k + 1 are asked for before
+//! checkpoint k is sent, so Redis answers them before that script runs.
+//! Batch k is folded into the keyframes while up to three checkpoints are
+//! being written (`pipeline.rs`).
 //!
 //! Two kinds of keyframes ([`Fold`]): with a migration that reads the
 //! context, every MI's keyframe is held in memory and the positions are
