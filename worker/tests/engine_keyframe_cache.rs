@@ -20,11 +20,16 @@ fn verbose() -> EngineOptions {
     }
 }
 
-/// The reference: the default engine (cache larger than the datastore)
-/// after `command`, area and whole datastore.
-async fn reference(registry: &Arc<Registry>) -> (serde_json::Value, serde_json::Value) {
+/// The reference: the default engine (cache larger than the datastore) on
+/// the history of `positions` positions over `ids` ids per collection; the
+/// area after `migrate`, and the whole datastore after `finalize`.
+async fn reference(
+    registry: &Arc<Registry>,
+    positions: u64,
+    ids: u64,
+) -> (serde_json::Value, serde_json::Value) {
     let mut setup = Setup::new();
-    rich_history(&mut setup, POSITIONS, 42);
+    rich_history_of(&mut setup, positions, 42, ids);
     setup.run_ok(registry, Command::Migrate).await;
     let area = json!(setup.dump_area());
     setup.run_ok(registry, Command::Finalize).await;
@@ -67,14 +72,7 @@ async fn a_cache_smaller_than_the_models_gives_the_same_area_and_datastore() {
         (400, 40, 48),
     ] {
         let registry = declarative_chain_registry();
-        let (expected_area, expected_final) = {
-            let mut setup = Setup::new();
-            rich_history_of(&mut setup, positions, 42, ids);
-            setup.run_ok(&registry, Command::Migrate).await;
-            let area = json!(setup.dump_area());
-            setup.run_ok(&registry, Command::Finalize).await;
-            (area, json!(setup.dump()))
-        };
+        let (expected_area, expected_final) = reference(&registry, positions, ids).await;
         let (_, all_reads) = migrate_with_cache(&registry, positions, ids, 100_000).await;
         let (mut setup, reads) = migrate_with_cache(&registry, positions, ids, capacity).await;
         // Evicted models were read back from the stored keyframe.
@@ -115,7 +113,7 @@ async fn migrate_with_cache(
 #[tokio::test]
 async fn stopped_with_checkpoints_in_flight_resumes_identically() {
     for registry in [declarative_chain_registry(), chain_registry()] {
-        let (expected_area, expected_final) = reference(&registry).await;
+        let (expected_area, expected_final) = reference(&registry, POSITIONS, 6).await;
         for k in [1usize, 5, 17, 40] {
             let mut setup = Setup::new();
             rich_history(&mut setup, POSITIONS, 42);
@@ -173,7 +171,7 @@ async fn stopped_with_checkpoints_in_flight_resumes_identically() {
 #[tokio::test]
 async fn fenced_with_checkpoints_in_flight_resumes_identically() {
     let registry = declarative_chain_registry();
-    let (expected_area, _) = reference(&registry).await;
+    let (expected_area, _) = reference(&registry, POSITIONS, 6).await;
     for k in [2usize, 9, 30] {
         let mut setup = Setup::new();
         rich_history(&mut setup, POSITIONS, 42);
