@@ -1,4 +1,5 @@
-//! Internal authentication (SPEC section 3), as a middleware on `/internal/`.
+//! Internal authentication (SPEC section 3): the decision, which
+//! `crate::route_guard` applies in front of every `/internal/` route.
 //!
 //! The header is `Authorization: <base64 of the password>` with no scheme
 //! word, as the original backend's operator tooling sends it. The password
@@ -10,32 +11,14 @@
 //! refuses an empty password once more, so that an empty (or absent)
 //! header can never match one, whatever built the `AuthConfig`.
 
-use axum::extract::{Request, State};
-use axum::http::header::AUTHORIZATION;
-use axum::middleware::Next;
-use axum::response::Response;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine;
 use migration_shared::config::{is_blank_password, AuthConfig};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
-/// Lets the request through only with the right password.
-pub async fn require_internal_auth(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    check(
-        state.auth(),
-        request.headers().get(AUTHORIZATION).map(|v| v.as_bytes()),
-    )?;
-    Ok(next.run(request).await)
-}
-
-/// The decision, separate from axum for unit tests.
+/// Whether a request with this `Authorization` header may pass.
 pub fn check(auth: &AuthConfig, header: Option<&[u8]>) -> Result<(), ApiError> {
     let password = match auth {
         AuthConfig::Password(password) if is_blank_password(password) => {

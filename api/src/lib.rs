@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod output_cache;
 pub mod retry;
 pub mod route_class;
+pub mod route_guard;
 pub mod routes;
 pub mod startup;
 pub mod state;

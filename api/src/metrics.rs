@@ -15,11 +15,13 @@
 //! figures and `migration_redis_up 0`, so a Redis outage shows as such rather
 //! than as a missing target.
 
+use std::convert::Infallible;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
+use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
+use futures_util::future::BoxFuture;
 use migration_shared::metrics::ClusterMetrics;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
@@ -29,8 +31,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-
-use crate::state::AppState;
+use tower::{Layer, Service};
 
 /// The `route` label of requests that matched no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -115,26 +116,71 @@ impl HttpMetrics {
     }
 }
 
-/// The middleware that feeds [`HttpMetrics`]; it must wrap the routes
-/// (`Router::layer`), where the matched path is known.
-pub async fn track_requests(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned())
-        .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
-    let started = Instant::now();
-    let response = next.run(request).await;
-    state.http_metrics.observe(
-        &route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
+/// The layer that feeds [`HttpMetrics`] and logs every answer (at `debug`).
+/// It must wrap the routes (`Router::layer`), where the matched path is
+/// known; unmatched requests reach it through the router's fallback.
+///
+/// A service of its own rather than `axum::middleware::from_fn`, which
+/// boxes the inner service again for every request: this layer runs on
+/// every request of the replica (see `crate::route_guard`).
+#[derive(Clone)]
+pub struct TrackRequestsLayer {
+    metrics: HttpMetrics,
+}
+
+impl TrackRequestsLayer {
+    pub fn new(metrics: HttpMetrics) -> TrackRequestsLayer {
+        TrackRequestsLayer { metrics }
+    }
+}
+
+impl<S> Layer<S> for TrackRequestsLayer {
+    type Service = TrackRequests<S>;
+
+    fn layer(&self, inner: S) -> TrackRequests<S> {
+        TrackRequests {
+            metrics: self.metrics.clone(),
+            inner,
+        }
+    }
+}
+
+/// A route whose answers [`TrackRequestsLayer`] counts.
+#[derive(Clone)]
+pub struct TrackRequests<S> {
+    metrics: HttpMetrics,
+    inner: S,
+}
+
+impl<S> Service<Request> for TrackRequests<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let method = request.method().clone();
+        let metrics = self.metrics.clone();
+        let started = Instant::now();
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let Ok(response) = answer.await;
+            let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+            let status = response.status().as_u16();
+            let seconds = started.elapsed().as_secs_f64();
+            metrics.observe(route, status, seconds);
+            tracing::debug!(%method, route, status, ms = seconds * 1000.0, "answered");
+            Ok(response)
+        })
+    }
 }
 
 /// The cluster-wide figures of one scrape, encoded as constant metrics.

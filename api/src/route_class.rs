@@ -1,5 +1,6 @@
 //! Route classes: how long a route may take and how many of its requests one
-//! replica serves at once, as tower layers in the router (SPEC 4.3).
+//! replica serves at once (SPEC 4.3), enforced by `crate::route_guard` in
+//! front of each group of routes.
 //!
 //! A Redis that hangs (stopped, partitioned) leaves its TCP connections open,
 //! so no command ever fails on its own: without a bound, a request waits for
@@ -24,22 +25,18 @@
 //! Long-lived routes (the SSE output stream of SPEC 9) belong to no class:
 //! they are added to the router beside the classes, without a budget.
 //!
-//! Every class also bounds its requests in flight per replica with a shared
-//! semaphore and sheds the excess at once (`503`, try again), so a thousand
+//! Every class also bounds its requests in flight per replica with one
+//! semaphore shared by all its routes and sheds the excess at once (`503`, try again), so a thousand
 //! pollers cannot pile up a thousand answers in memory.
 
 use std::time::Duration;
 
-use axum::error_handling::HandleErrorLayer;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower::{BoxError, ServiceBuilder};
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// Longest time a route with a budget takes to answer, whatever Redis does.
 /// Under the operator tool's 5 s per request, with a margin for a loaded
@@ -71,6 +68,14 @@ pub enum RouteClass {
 }
 
 impl RouteClass {
+    /// Every class.
+    pub const ALL: [RouteClass; 4] = [
+        RouteClass::Health,
+        RouteClass::Reads,
+        RouteClass::Migrations,
+        RouteClass::Writes,
+    ];
+
     /// Requests of this class one replica serves at once; more are shed.
     pub fn max_in_flight(self) -> usize {
         match self {
@@ -90,7 +95,7 @@ impl RouteClass {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             RouteClass::Health => "health checks",
             RouteClass::Reads => "reads",
@@ -100,7 +105,7 @@ impl RouteClass {
     }
 
     /// The answer when a request ran out of its budget.
-    fn timed_out(self) -> Response {
+    pub(crate) fn timed_out(self) -> Response {
         let seconds = self.budget().as_secs_f64();
         match self {
             RouteClass::Health => health_failure(format!("no answer within {seconds} s")),
@@ -123,7 +128,7 @@ impl RouteClass {
 
     /// The answer when the replica already serves [`Self::max_in_flight`]
     /// requests of this class.
-    fn overloaded(self) -> Response {
+    pub(crate) fn overloaded(self) -> Response {
         let message = format!(
             "too many concurrent {} on this replica (at most {}): nothing was done, retry shortly",
             self.name(),
@@ -132,32 +137,6 @@ impl RouteClass {
         match self {
             RouteClass::Health => health_failure(format!("not checked: {message}")),
             _ => ApiError::Unavailable(message).into_response(),
-        }
-    }
-
-    /// Puts every route of `routes` in this class: load shedding over a
-    /// concurrency limit shared by all of them, then the budget.
-    pub fn apply(self, routes: Router<AppState>) -> Router<AppState> {
-        routes.route_layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(move |err: BoxError| async move {
-                    self.refusal(err)
-                }))
-                .load_shed()
-                .layer(GlobalConcurrencyLimitLayer::new(self.max_in_flight()))
-                .timeout(self.budget()),
-        )
-    }
-
-    fn refusal(self, err: BoxError) -> Response {
-        if err.is::<tower::timeout::error::Elapsed>() {
-            tracing::warn!(class = self.name(), "request ran out of its budget");
-            self.timed_out()
-        } else if err.is::<tower::load_shed::error::Overloaded>() {
-            tracing::warn!(class = self.name(), "request shed: too many in flight");
-            self.overloaded()
-        } else {
-            ApiError::Internal(err.to_string()).into_response()
         }
     }
 }

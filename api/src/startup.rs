@@ -5,14 +5,15 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use axum::{middleware, Router};
+use axum::Router;
 use migration_shared::config::{Config, ConfigError};
 use migration_shared::migrations::Registry;
 use tokio::net::TcpListener;
-use tower_http::trace::TraceLayer;
+use tower::ServiceBuilder;
 
-use crate::auth::require_internal_auth;
+use crate::metrics::TrackRequestsLayer;
 use crate::route_class::RouteClass;
+use crate::route_guard::{ClassBounds, RouteGuard};
 use crate::routes::{health, metrics, migrations, openapi, reader, stream, writer, MAX_BODY_BYTES};
 use crate::state::AppState;
 
@@ -24,31 +25,32 @@ pub fn load_registry(config: &Config) -> Result<Arc<Registry>, ConfigError> {
 /// The router with every route and layer.
 ///
 /// Routes are grouped by [`RouteClass`] (budget and concurrency bound, see
-/// `crate::route_class`); a new route joins the group of its class. The
-/// internal password guards every `/internal/` group, outside the class
-/// layers, so an unauthenticated flood never takes a slot.
+/// `crate::route_class`); a new route joins the group of its class. Each
+/// group sits behind one [`RouteGuard`]: the internal password for every
+/// `/internal/` group, checked before the class takes a slot, so an
+/// unauthenticated flood never takes one. Every group of a class shares the
+/// class's slots ([`ClassBounds`]).
+///
+/// The layers over all routes are composed into one `Router::layer` call:
+/// axum boxes and clones each such call once per request.
 pub fn router(state: AppState) -> Router {
-    let internal = Router::new()
-        .merge(RouteClass::Reads.apply(reader_routes()))
-        .merge(RouteClass::Migrations.apply(migration_routes()))
-        .merge(RouteClass::Writes.apply(writer_routes()))
-        .merge(RouteClass::Reads.apply(document_routes()))
-        .merge(long_lived_internal_routes())
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_internal_auth,
-        ));
+    let classes = ClassBounds::new();
+    let internal = |class| classes.internal(&state, class);
     Router::new()
-        .merge(RouteClass::Health.apply(health_routes()))
-        .merge(RouteClass::Reads.apply(metrics_routes()))
-        .merge(internal)
-        // Counts every request (unmatched ones too) under its route template.
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::metrics::track_requests,
-        ))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
+        .merge(classes.open(RouteClass::Health).apply(health_routes()))
+        .merge(classes.open(RouteClass::Reads).apply(metrics_routes()))
+        .merge(internal(RouteClass::Reads).apply(reader_routes()))
+        .merge(internal(RouteClass::Migrations).apply(migration_routes()))
+        .merge(internal(RouteClass::Writes).apply(writer_routes()))
+        .merge(internal(RouteClass::Reads).apply(document_routes()))
+        .merge(RouteGuard::internal_long_lived(&state).apply(long_lived_internal_routes()))
+        .layer(
+            ServiceBuilder::new()
+                // Counts every request (unmatched ones too) under its route
+                // template.
+                .layer(TrackRequestsLayer::new(state.http_metrics.clone()))
+                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+        )
         .with_state(state)
 }
 
