@@ -28,15 +28,16 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 
+use migration_shared::config::AuthConfig;
+
 use crate::auth;
 use crate::route_class::RouteClass;
-use crate::state::AppState;
 
 /// What a group of routes requires before its handler runs.
 #[derive(Clone)]
 pub struct RouteGuard {
     /// `Some`: the internal password is required (every `/internal/` route).
-    auth: Option<AppState>,
+    auth: Option<Arc<AuthConfig>>,
     /// `Some`: the class's budget and its bound on requests in flight.
     class: Option<ClassBound>,
 }
@@ -84,9 +85,9 @@ impl ClassBounds {
     }
 
     /// `/internal/` routes: the password, then `class`'s budget and bound.
-    pub fn internal(&self, state: &AppState, class: RouteClass) -> RouteGuard {
+    pub fn internal(&self, auth: &AuthConfig, class: RouteClass) -> RouteGuard {
         RouteGuard {
-            auth: Some(state.clone()),
+            auth: Some(Arc::new(auth.clone())),
             class: Some(self.of(class)),
         }
     }
@@ -102,15 +103,15 @@ impl RouteGuard {
     /// `/internal/` routes that may stay open for long (the SSE output
     /// stream): the password, no budget, no class bound (they have their
     /// own cap).
-    pub fn internal_long_lived(state: &AppState) -> RouteGuard {
+    pub fn internal_long_lived(auth: &AuthConfig) -> RouteGuard {
         RouteGuard {
-            auth: Some(state.clone()),
+            auth: Some(Arc::new(auth.clone())),
             class: None,
         }
     }
 
     /// Puts every route of `routes` behind this guard.
-    pub fn apply(self, routes: Router<AppState>) -> Router<AppState> {
+    pub fn apply<S: Clone + Send + Sync + 'static>(self, routes: Router<S>) -> Router<S> {
         routes.route_layer(self)
     }
 }
@@ -147,9 +148,9 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        if let Some(state) = &self.guard.auth {
+        if let Some(auth) = &self.guard.auth {
             let header = request.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
-            if let Err(refused) = auth::check(state.auth(), header) {
+            if let Err(refused) = auth::check(auth, header) {
                 return answer_now(refused.into_response());
             }
         }
@@ -184,4 +185,125 @@ where
 
 fn answer_now(response: Response) -> BoxFuture<'static, Result<Response, Infallible>> {
     Box::pin(std::future::ready(Ok(response)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use base64::Engine;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    const PASSWORD: &[u8] = b"secret";
+
+    /// A request to `path`, with the password when `authorized`.
+    async fn call(router: &Router, path: &str, authorized: bool) -> (StatusCode, String) {
+        let mut request = Request::get(path);
+        if authorized {
+            let header = base64::engine::general_purpose::STANDARD.encode(PASSWORD);
+            request = request.header(AUTHORIZATION, header);
+        }
+        let response = router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_class_sheds_over_its_bound_across_its_groups_and_checks_the_password_first() {
+        let auth = AuthConfig::Password(PASSWORD.to_vec());
+        let classes = ClassBounds::new();
+        let entered = Arc::new(AtomicUsize::new(0));
+        // Closed until the test opens it: the held requests keep their slots.
+        let gate = Arc::new(Semaphore::new(0));
+        let held = {
+            let (entered, gate) = (entered.clone(), gate.clone());
+            move || async move {
+                entered.fetch_add(1, Ordering::SeqCst);
+                let _pass = gate.acquire().await;
+                "held"
+            }
+        };
+        let router: Router = Router::new()
+            .merge(
+                classes
+                    .internal(&auth, RouteClass::Reads)
+                    .apply(Router::new().route("/held", get(held))),
+            )
+            .merge(
+                classes
+                    .internal(&auth, RouteClass::Reads)
+                    .apply(Router::new().route("/other-read", get(|| async { "read" }))),
+            )
+            .merge(
+                classes
+                    .internal(&auth, RouteClass::Migrations)
+                    .apply(Router::new().route("/migrations", get(|| async { "migrations" }))),
+            );
+
+        let bound = RouteClass::Reads.max_in_flight();
+        let holders: Vec<_> = (0..bound)
+            .map(|_| {
+                let router = router.clone();
+                tokio::spawn(async move { call(&router, "/held", true).await })
+            })
+            .collect();
+        while entered.load(Ordering::SeqCst) < bound {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        // The other group of the class shares its slots: shed at once.
+        let (status, body) = call(&router, "/other-read", true).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("too many concurrent reads"), "{body}");
+        // Without the password: refused as such, no slot asked for.
+        let (status, body) = call(&router, "/other-read", false).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        // Another class has slots of its own.
+        let (status, body) = call(&router, "/migrations", true).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "migrations"));
+
+        // Each answered request gives its slot back.
+        gate.add_permits(bound);
+        for holder in holders {
+            assert_eq!(holder.await.unwrap(), (StatusCode::OK, "held".to_string()));
+        }
+        let (status, body) = call(&router, "/other-read", true).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "read"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_over_its_budget_gets_its_class_answer_and_frees_its_slot() {
+        let auth = AuthConfig::Password(PASSWORD.to_vec());
+        let classes = ClassBounds::new();
+        let router: Router =
+            Router::new()
+                .merge(classes.internal(&auth, RouteClass::Writes).apply(
+                    Router::new().route("/hangs", get(std::future::pending::<&'static str>)),
+                ))
+                .merge(classes.open(RouteClass::Health).apply(
+                    Router::new().route("/health", get(std::future::pending::<&'static str>)),
+                ));
+        for _ in 0..=RouteClass::Writes.max_in_flight() {
+            let (status, body) = call(&router, "/hangs", true).await;
+            assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+            assert!(
+                body.contains("retry with the same Idempotency-Key"),
+                "{body}"
+            );
+        }
+        let (status, body) = call(&router, "/health", false).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("no answer within 4 s"), "{body}");
+    }
 }

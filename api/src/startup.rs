@@ -35,7 +35,7 @@ pub fn load_registry(config: &Config) -> Result<Arc<Registry>, ConfigError> {
 /// axum boxes and clones each such call once per request.
 pub fn router(state: AppState) -> Router {
     let classes = ClassBounds::new();
-    let internal = |class| classes.internal(&state, class);
+    let internal = |class| classes.internal(state.auth(), class);
     Router::new()
         .merge(classes.open(RouteClass::Health).apply(health_routes()))
         .merge(classes.open(RouteClass::Reads).apply(metrics_routes()))
@@ -43,7 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(internal(RouteClass::Migrations).apply(migration_routes()))
         .merge(internal(RouteClass::Writes).apply(writer_routes()))
         .merge(internal(RouteClass::Reads).apply(document_routes()))
-        .merge(RouteGuard::internal_long_lived(&state).apply(long_lived_internal_routes()))
+        .merge(RouteGuard::internal_long_lived(state.auth()).apply(long_lived_internal_routes()))
         .layer(
             ServiceBuilder::new()
                 // Counts every request (unmatched ones too) under its route
