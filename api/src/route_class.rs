@@ -26,8 +26,9 @@
 //! they are added to the router beside the classes, without a budget.
 //!
 //! Every class also bounds its requests in flight per replica with one
-//! semaphore shared by all its routes and sheds the excess at once (`503`, try again), so a thousand
-//! pollers cannot pile up a thousand answers in memory.
+//! semaphore shared by all its routes and sheds the excess at once (`503`,
+//! try again), so a thousand pollers cannot pile up a thousand answers in
+//! memory.
 
 use std::time::Duration;
 
@@ -68,14 +69,6 @@ pub enum RouteClass {
 }
 
 impl RouteClass {
-    /// Every class.
-    pub const ALL: [RouteClass; 4] = [
-        RouteClass::Health,
-        RouteClass::Reads,
-        RouteClass::Migrations,
-        RouteClass::Writes,
-    ];
-
     /// Requests of this class one replica serves at once; more are shed.
     pub fn max_in_flight(self) -> usize {
         match self {

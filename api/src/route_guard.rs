@@ -43,73 +43,82 @@ pub struct RouteGuard {
 }
 
 /// A route class with its replica-wide slots: every group of one class
-/// shares them ([`ClassBounds`]).
+/// shares them ([`RouteGuards`]).
 #[derive(Clone)]
 struct ClassBound {
     class: RouteClass,
     in_flight: Arc<Semaphore>,
 }
 
-/// The slots of every class on this replica, made once per router so that
-/// all groups of one class draw from the same [`RouteClass::max_in_flight`].
-pub struct ClassBounds {
-    bounds: Vec<ClassBound>,
+impl ClassBound {
+    fn new(class: RouteClass) -> ClassBound {
+        ClassBound {
+            class,
+            in_flight: Arc::new(Semaphore::new(class.max_in_flight())),
+        }
+    }
 }
 
-impl ClassBounds {
-    pub fn new() -> ClassBounds {
-        let bounds = RouteClass::ALL
-            .into_iter()
-            .map(|class| ClassBound {
-                class,
-                in_flight: Arc::new(Semaphore::new(class.max_in_flight())),
-            })
-            .collect();
-        ClassBounds { bounds }
+/// The guards of one router: the internal password, and the slots of every
+/// class, made once so that all groups of one class draw from the same
+/// [`RouteClass::max_in_flight`].
+pub struct RouteGuards {
+    auth: Arc<AuthConfig>,
+    health: ClassBound,
+    reads: ClassBound,
+    migrations: ClassBound,
+    writes: ClassBound,
+}
+
+impl RouteGuards {
+    pub fn new(auth: &AuthConfig) -> RouteGuards {
+        RouteGuards {
+            auth: Arc::new(auth.clone()),
+            health: ClassBound::new(RouteClass::Health),
+            reads: ClassBound::new(RouteClass::Reads),
+            migrations: ClassBound::new(RouteClass::Migrations),
+            writes: ClassBound::new(RouteClass::Writes),
+        }
     }
 
-    fn of(&self, class: RouteClass) -> ClassBound {
-        self.bounds
-            .iter()
-            .find(|bound| bound.class == class)
-            .cloned()
-            .expect("ClassBounds holds every class")
+    fn bound(&self, class: RouteClass) -> ClassBound {
+        match class {
+            RouteClass::Health => &self.health,
+            RouteClass::Reads => &self.reads,
+            RouteClass::Migrations => &self.migrations,
+            RouteClass::Writes => &self.writes,
+        }
+        .clone()
     }
 
     /// Routes without a password, with `class`'s budget and bound.
     pub fn open(&self, class: RouteClass) -> RouteGuard {
         RouteGuard {
             auth: None,
-            class: Some(self.of(class)),
+            class: Some(self.bound(class)),
         }
     }
 
     /// `/internal/` routes: the password, then `class`'s budget and bound.
-    pub fn internal(&self, auth: &AuthConfig, class: RouteClass) -> RouteGuard {
+    pub fn internal(&self, class: RouteClass) -> RouteGuard {
         RouteGuard {
-            auth: Some(Arc::new(auth.clone())),
-            class: Some(self.of(class)),
+            auth: Some(self.auth.clone()),
+            class: Some(self.bound(class)),
         }
     }
-}
 
-impl Default for ClassBounds {
-    fn default() -> Self {
-        ClassBounds::new()
+    /// `/internal/` routes that may stay open for long (the SSE output
+    /// stream): the password, no budget, no class bound (they have their
+    /// own cap).
+    pub fn internal_long_lived(&self) -> RouteGuard {
+        RouteGuard {
+            auth: Some(self.auth.clone()),
+            class: None,
+        }
     }
 }
 
 impl RouteGuard {
-    /// `/internal/` routes that may stay open for long (the SSE output
-    /// stream): the password, no budget, no class bound (they have their
-    /// own cap).
-    pub fn internal_long_lived(auth: &AuthConfig) -> RouteGuard {
-        RouteGuard {
-            auth: Some(Arc::new(auth.clone())),
-            class: None,
-        }
-    }
-
     /// Puts every route of `routes` behind this guard.
     pub fn apply<S: Clone + Send + Sync + 'static>(self, routes: Router<S>) -> Router<S> {
         routes.route_layer(self)
@@ -222,7 +231,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_class_sheds_over_its_bound_across_its_groups_and_checks_the_password_first() {
         let auth = AuthConfig::Password(PASSWORD.to_vec());
-        let classes = ClassBounds::new();
+        let guards = RouteGuards::new(&auth);
         let entered = Arc::new(AtomicUsize::new(0));
         // Closed until the test opens it: the held requests keep their slots.
         let gate = Arc::new(Semaphore::new(0));
@@ -236,18 +245,18 @@ mod tests {
         };
         let router: Router = Router::new()
             .merge(
-                classes
-                    .internal(&auth, RouteClass::Reads)
+                guards
+                    .internal(RouteClass::Reads)
                     .apply(Router::new().route("/held", get(held))),
             )
             .merge(
-                classes
-                    .internal(&auth, RouteClass::Reads)
+                guards
+                    .internal(RouteClass::Reads)
                     .apply(Router::new().route("/other-read", get(|| async { "read" }))),
             )
             .merge(
-                classes
-                    .internal(&auth, RouteClass::Migrations)
+                guards
+                    .internal(RouteClass::Migrations)
                     .apply(Router::new().route("/migrations", get(|| async { "migrations" }))),
             );
 
@@ -285,13 +294,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_request_over_its_budget_gets_its_class_answer_and_frees_its_slot() {
         let auth = AuthConfig::Password(PASSWORD.to_vec());
-        let classes = ClassBounds::new();
+        let guards = RouteGuards::new(&auth);
         let router: Router =
             Router::new()
-                .merge(classes.internal(&auth, RouteClass::Writes).apply(
+                .merge(guards.internal(RouteClass::Writes).apply(
                     Router::new().route("/hangs", get(std::future::pending::<&'static str>)),
                 ))
-                .merge(classes.open(RouteClass::Health).apply(
+                .merge(guards.open(RouteClass::Health).apply(
                     Router::new().route("/health", get(std::future::pending::<&'static str>)),
                 ));
         for _ in 0..=RouteClass::Writes.max_in_flight() {

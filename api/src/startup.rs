@@ -13,7 +13,7 @@ use tower::ServiceBuilder;
 
 use crate::metrics::TrackRequestsLayer;
 use crate::route_class::RouteClass;
-use crate::route_guard::{ClassBounds, RouteGuard};
+use crate::route_guard::RouteGuards;
 use crate::routes::{health, metrics, migrations, openapi, reader, stream, writer, MAX_BODY_BYTES};
 use crate::state::AppState;
 
@@ -26,24 +26,31 @@ pub fn load_registry(config: &Config) -> Result<Arc<Registry>, ConfigError> {
 ///
 /// Routes are grouped by [`RouteClass`] (budget and concurrency bound, see
 /// `crate::route_class`); a new route joins the group of its class. Each
-/// group sits behind one [`RouteGuard`]: the internal password for every
-/// `/internal/` group, checked before the class takes a slot, so an
-/// unauthenticated flood never takes one. Every group of a class shares the
-/// class's slots ([`ClassBounds`]).
+/// group sits behind one guard (`crate::route_guard`): the internal
+/// password for every `/internal/` group, checked before the class takes a
+/// slot, so an unauthenticated flood never takes one. Every group of a
+/// class shares the class's slots ([`RouteGuards`]).
 ///
 /// The layers over all routes are composed into one `Router::layer` call:
 /// axum boxes and clones each such call once per request.
 pub fn router(state: AppState) -> Router {
-    let classes = ClassBounds::new();
-    let internal = |class| classes.internal(state.auth(), class);
+    let guards = RouteGuards::new(state.auth());
     Router::new()
-        .merge(classes.open(RouteClass::Health).apply(health_routes()))
-        .merge(classes.open(RouteClass::Reads).apply(metrics_routes()))
-        .merge(internal(RouteClass::Reads).apply(reader_routes()))
-        .merge(internal(RouteClass::Migrations).apply(migration_routes()))
-        .merge(internal(RouteClass::Writes).apply(writer_routes()))
-        .merge(internal(RouteClass::Reads).apply(document_routes()))
-        .merge(RouteGuard::internal_long_lived(state.auth()).apply(long_lived_internal_routes()))
+        .merge(guards.open(RouteClass::Health).apply(health_routes()))
+        .merge(guards.open(RouteClass::Reads).apply(metrics_routes()))
+        .merge(guards.internal(RouteClass::Reads).apply(reader_routes()))
+        .merge(
+            guards
+                .internal(RouteClass::Migrations)
+                .apply(migration_routes()),
+        )
+        .merge(guards.internal(RouteClass::Writes).apply(writer_routes()))
+        .merge(guards.internal(RouteClass::Reads).apply(document_routes()))
+        .merge(
+            guards
+                .internal_long_lived()
+                .apply(long_lived_internal_routes()),
+        )
         .layer(
             ServiceBuilder::new()
                 // Counts every request (unmatched ones too) under its route
